@@ -1,0 +1,3 @@
+from expsvc.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""Built-in activations: parameter-free layers, shapes ``(R, B, F) -> (R, B, F)``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from expsvc.core.layer import Layer
+from expsvc.hookspecs import hookimpl
+
+
+class Tanh(Layer):
+    """``y = tanh(x)``; backward ``dx = dy (1 - y²)`` from the cached output."""
+
+    name = "tanh"
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * (1.0 - self.y * self.y)
+
+
+def stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1/(1+e^-x)`` for x ≥ 0 and ``e^x/(1+e^x)`` otherwise: no overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Sigmoid(Layer):
+    """``y = σ(x)`` computed stably; backward ``dx = dy σ (1 - σ)``."""
+
+    name = "sigmoid"
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        self.y = stable_sigmoid(x)
+        return self.y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * self.y * (1.0 - self.y)
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)``; backward passes ``dy`` where ``x > 0``."""
+
+    name = "relu"
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        self.mask = x > 0
+        return np.where(self.mask, x, 0.0)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, dy, 0.0)
+
+
+class LeakyReLU(Layer):
+    """``y = x`` for ``x > 0`` else ``negative_slope · x`` (torch default slope 0.01)."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        self.mask = x > 0
+        return np.where(self.mask, x, x * self.negative_slope)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, dy, dy * self.negative_slope)
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
+
+
+class Softmax(Layer):
+    """Softmax over features (max-subtracted); backward ``dx = y (dy - Σ_F dy·y)``."""
+
+    name = "softmax"
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        self.y = e / e.sum(axis=-1, keepdims=True)
+        return self.y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return self.y * (dy - np.sum(dy * self.y, axis=-1, keepdims=True))
+
+
+class Identity(Layer):
+    """``y = x``."""
+
+    name = "identity"
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        return x
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy
+
+
+@hookimpl
+def register_activations(register) -> None:
+    for cls in (Tanh, Sigmoid, ReLU, LeakyReLU, Softmax, Identity):
+        register(cls)

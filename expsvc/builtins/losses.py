@@ -1,0 +1,218 @@
+"""Built-in losses, following torch's definitions.  ``pred`` is ``(R, B, O)``; each returns ``(R,)``.
+
+Reductions are per replica: ``mean`` divides by that replica's number of elements (or total class
+weight for ``cross_entropy``), ``sum`` does not.  ``backward`` is the gradient of ``Σ_r loss_r``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from expsvc.core.loss import Loss
+from expsvc.hookspecs import hookimpl
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def _check_same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{name}: the model outputs shape {pred.shape[1:]} per batch but the target has "
+            f"{target.shape[1:]}; they must be identical"
+        )
+
+
+def _per_replica_sum(a: np.ndarray) -> np.ndarray:
+    return a.reshape(a.shape[0], -1).sum(axis=1)
+
+
+def _optional_array(value: float | Sequence[float] | None) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=np.float64)
+
+
+class BCEWithLogits(Loss):
+    """torch ``BCEWithLogitsLoss``: ``l = (1−y)·x − (1 + (p−1)·y)·logσ(x)`` (times ``weight``), with
+    ``logσ(x) = min(x,0) − log1p(e^−|x|)`` — finite for logits of ±1000.
+
+    Gradient: ``σ(x) − y``, or ``(p·y + 1 − y)·σ(x) − p·y`` with ``pos_weight``; times ``weight``;
+    divided by the number of elements for ``mean``.  Predictions: ``x > 0``.
+    """
+
+    name = "bce_with_logits"
+    task = "binary"
+
+    def __init__(
+        self,
+        pos_weight: float | Sequence[float] | None = None,
+        reduction: str = "mean",
+        weight: float | Sequence[float] | None = None,
+    ) -> None:
+        self.pos_weight = _optional_array(pos_weight)
+        self.weight = _optional_array(weight)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        _check_same_shape(pred, target, self.name)
+        self.x, self.y = pred, target
+        log_sigmoid = np.minimum(pred, 0) - np.log1p(np.exp(-np.abs(pred)))
+        if self.pos_weight is not None:
+            log_sigmoid = log_sigmoid * ((self.pos_weight - 1) * target + 1)
+        loss = (1 - target) * pred - log_sigmoid
+        if self.weight is not None:
+            loss = loss * self.weight
+        total = _per_replica_sum(loss)
+        return total / (loss.size // loss.shape[0]) if self.reduction == "mean" else total
+
+    def backward(self) -> np.ndarray:
+        x, y = self.x, self.y
+        with np.errstate(over="ignore"):
+            s = 1.0 / (1.0 + np.exp(-x))
+        if self.pos_weight is not None:
+            t = self.pos_weight * y
+            grad = (t + 1 - y) * s - t
+        else:
+            grad = s - y
+        if self.weight is not None:
+            grad = grad * self.weight
+        if self.reduction == "mean":
+            grad /= x.size // x.shape[0]
+        return grad
+
+    def predict(self, out: np.ndarray) -> np.ndarray:
+        return (out > 0).astype(np.int64)
+
+    def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
+        return rng.uniform(0.0, 1.0, size=pred_shape)
+
+
+class MSE(Loss):
+    """torch ``MSELoss``: ``mean((x − y)²)``; gradient ``(2/n)·(x − y)``."""
+
+    name = "mse"
+    task = "regression"
+
+    def __init__(self, reduction: str = "mean") -> None:
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        _check_same_shape(pred, target, self.name)
+        self.diff = pred - target
+        total = _per_replica_sum(self.diff * self.diff)
+        return total / (pred.size // pred.shape[0]) if self.reduction == "mean" else total
+
+    def backward(self) -> np.ndarray:
+        d = self.diff
+        scale = 2.0 / (d.size // d.shape[0]) if self.reduction == "mean" else 2.0
+        return scale * d
+
+
+class SumSquared(Loss):
+    """The seed experiments' loss: ``Σ (ŷ − y)²`` (summed, not averaged); gradient ``2(ŷ − y)``."""
+
+    name = "sum_squared"
+    task = "regression"
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        _check_same_shape(pred, target, self.name)
+        self.diff = pred - target
+        return _per_replica_sum(self.diff * self.diff)
+
+    def backward(self) -> np.ndarray:
+        return 2.0 * self.diff
+
+
+class CrossEntropy(Loss):
+    """torch ``CrossEntropyLoss`` on logits ``(R, B, C)``.
+
+    Class-index targets ``(R, B)``: with ``lp = log_softmax(x)``, ``nll_i = −w_{y_i}·lp[i, y_i]`` and
+    ``smooth_i = −Σ_c w_c·lp[i, c]`` (both zero where ``y_i = ignore_index``); ``mean`` divides both by
+    ``D = Σ_i w_{y_i}``; ``loss = (1−ε)·NLL + (ε/C)·SMOOTH``.  All targets ignored gives NaN, as in torch.
+    Probability targets ``(R, B, C)``: ``y ← y(1−ε) + ε/C``, ``l_i = −Σ_c w_c·y_ic·lp_ic``, mean over B.
+    Gradient (indices): ``[(1−ε)(p − onehot)·w_y + (ε/C)(p·Σ_c w_c − w)]·mask / D``.
+    """
+
+    name = "cross_entropy"
+    task = "multiclass"
+
+    def __init__(
+        self,
+        weight: Sequence[float] | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.weight = _optional_array(weight)
+        self.ignore_index = int(ignore_index)
+        self.reduction = _check_reduction(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.eps = float(label_smoothing)
+
+    def _log_softmax(self, x: np.ndarray) -> np.ndarray:
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        classes = pred.shape[-1]
+        w = self.weight if self.weight is not None else np.ones(classes)
+        if w.shape != (classes,):
+            raise ValueError(f"{self.name}: weight has {w.shape[0]} entries but the model outputs {classes} classes")
+        lp = self._log_softmax(pred)
+        self.lp, self.w, self.target = lp, w, target
+        if target.dtype.kind in "iu":
+            if target.shape != pred.shape[:-1]:
+                raise ValueError(f"{self.name}: class-index target shape {target.shape} does not fit {pred.shape}")
+            mask = target != self.ignore_index
+            if np.any((target[mask] < 0) | (target[mask] >= classes)):
+                raise ValueError(f"{self.name}: class indices must be in [0, {classes - 1}]")
+            idx = np.where(mask, target, 0)
+            wy = w[idx] * mask
+            nll = -np.take_along_axis(lp, idx[..., None], axis=-1)[..., 0] * wy
+            total = (1 - self.eps) * nll.sum(axis=1)
+            if self.eps:
+                smooth = -(lp * w).sum(axis=-1) * mask
+                total = total + (self.eps / classes) * smooth.sum(axis=1)
+            self.mask, self.idx, self.wy = mask, idx, wy
+            self.denom = wy.sum(axis=1) if self.reduction == "mean" else np.ones(pred.shape[0])
+            return total / self.denom
+        _check_same_shape(pred, target, self.name)
+        t = target * (1 - self.eps) + self.eps / classes if self.eps else target
+        self.soft = t
+        total = -(w * t * lp).sum(axis=-1).sum(axis=1)
+        self.denom = np.full(pred.shape[0], pred.shape[1] if self.reduction == "mean" else 1.0)
+        return total / self.denom
+
+    def backward(self) -> np.ndarray:
+        lp, w = self.lp, self.w
+        p = np.exp(lp)
+        classes = lp.shape[-1]
+        if self.target.dtype.kind in "iu":
+            onehot = np.zeros_like(p)
+            np.put_along_axis(onehot, self.idx[..., None], 1.0, axis=-1)
+            grad = (1 - self.eps) * (p - onehot) * self.wy[..., None]
+            if self.eps:
+                grad += (self.eps / classes) * (p * w.sum() - w) * self.mask[..., None]
+        else:
+            wt = w * self.soft
+            grad = p * wt.sum(axis=-1, keepdims=True) - wt
+        return grad / self.denom[:, None, None]
+
+    def predict(self, out: np.ndarray) -> np.ndarray:
+        return out.argmax(axis=-1)
+
+    def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
+        return rng.integers(0, pred_shape[-1], size=pred_shape[:-1])
+
+
+@hookimpl
+def register_losses(register) -> None:
+    for cls in (BCEWithLogits, MSE, SumSquared, CrossEntropy):
+        register(cls)

@@ -1,0 +1,64 @@
+"""Datasets, their train/test split, and the per-replica batch iterator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Arrays of one dataset.  ``x_*`` is ``(N, F)``; ``y_*`` is ``(N, 1)`` float for binary tasks,
+    ``(N,)`` int for multiclass, ``(N, D)`` float for regression."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    classes: int | None = None
+
+    @property
+    def features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+class Dataset:
+    """Base class of datasets: ``load()`` returns a :class:`DataSplit`, generated from ``seed``.
+
+    The dataset seed is a parameter of the dataset (``points(seed=1)``), not of the run: every seed of an
+    experiment trains on the same data and differs only in initialisation and batch order.
+    """
+
+    name: ClassVar[str] = ""
+    task: ClassVar[str] = "regression"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def load(self) -> DataSplit:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed})"
+
+
+def batch_indices(
+    n: int, batch_size: int, order_rngs: Sequence[np.random.Generator], shuffle: bool
+) -> Iterator[np.ndarray]:
+    """One epoch of index batches ``(R, b)``: each replica permutes with its own generator when ``shuffle``
+    (one permutation per epoch), batches of ``batch_size`` in order, the last partial batch kept."""
+    replicas = len(order_rngs)
+    if shuffle:
+        order = np.stack([rng.permutation(n) for rng in order_rngs])
+    else:
+        order = np.broadcast_to(np.arange(n), (replicas, n))
+    for start in range(0, n, batch_size):
+        yield order[:, start : start + batch_size]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)

@@ -1,0 +1,81 @@
+"""Parameters and the flat buffer that holds them.
+
+Every parameter of a model lives in one buffer of shape ``(R, P)``: row ``r`` holds all ``P`` numbers of
+replica ``r``.  A :class:`Parameter`'s ``value`` and ``grad`` are views ``(R, *shape)`` into that buffer, so
+an optimizer can update a whole model with a few ufunc calls on ``buffer.value`` / ``buffer.grad`` while
+layers see ordinary arrays.  Rows never mix, which keeps replicas independent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Init = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
+"""Draws one replica's initial value of the given shape from that replica's own generator."""
+
+
+class Parameter:
+    """A trainable array with a leading replica axis and its accumulated gradient.
+
+    ``value`` and ``grad`` have shape ``(R, *shape)``.  Backward passes *add* into ``grad``;
+    :meth:`ParamBuffer.zero_grad` clears all gradients at once.
+    """
+
+    __slots__ = ("grad", "init", "name", "shape", "value")
+
+    def __init__(self, name: str, shape: tuple[int, ...], init: Init) -> None:
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.init = init
+        self.value: np.ndarray = np.empty((0, *self.shape))
+        self.grad: np.ndarray = np.empty((0, *self.shape))
+
+    @property
+    def size(self) -> int:
+        """Numbers per replica."""
+        return math.prod(self.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.shape}, replicas={self.value.shape[0]})"
+
+
+class ParamBuffer:
+    """One ``(R, P)`` buffer for values and one for gradients; parameters are views into them."""
+
+    def __init__(self, params: Sequence[Parameter], replicas: int, dtype: np.dtype | type = np.float64) -> None:
+        self.params = list(params)
+        self.replicas = int(replicas)
+        self.dtype = np.dtype(dtype)
+        self.size = sum(p.size for p in self.params)
+        self.value = np.zeros((self.replicas, self.size), dtype=self.dtype)
+        self.grad = np.zeros((self.replicas, self.size), dtype=self.dtype)
+        self.offsets: list[int] = []
+        offset = 0
+        for p in self.params:
+            self.offsets.append(offset)
+            end = offset + p.size
+            p.value = self.value[:, offset:end].reshape(self.replicas, *p.shape)
+            p.grad = self.grad[:, offset:end].reshape(self.replicas, *p.shape)
+            offset = end
+
+    def initialize(self, rngs: Sequence[np.random.Generator]) -> None:
+        """Fill replica ``r`` from ``rngs[r]``, parameter by parameter in model order."""
+        if len(rngs) != self.replicas:
+            raise ValueError(f"need {self.replicas} generators, got {len(rngs)}")
+        for r, rng in enumerate(rngs):
+            for p in self.params:
+                p.value[r] = p.init(rng, p.shape)
+
+    def zero_grad(self) -> None:
+        """Clear every gradient (one fill over the whole buffer)."""
+        self.grad.fill(0.0)
+
+    def named(self) -> dict[str, np.ndarray]:
+        """Each parameter's value ``(R, *shape)`` by its qualified name."""
+        return {p.name: p.value for p in self.params}
+
+    def __repr__(self) -> str:
+        return f"ParamBuffer(replicas={self.replicas}, size={self.size}, dtype={self.dtype})"

@@ -1,0 +1,184 @@
+"""The vectorised training loop: R replicas (one per seed) of one configuration, stepped together.
+
+Per epoch each replica draws its own batch order; every step runs forward, the per-replica loss, backward
+of the summed loss, and one optimizer step.  Replicas stop on their own: ``diverged`` at the step whose loss
+is not finite, ``finished`` when the last update's loss of an epoch differs from the previous epoch's by less
+than ``tol`` (``tol = 0`` disables this), or when the epochs run out.  A stopped replica's parameters are
+snapshotted at its stop; it keeps being computed with the others (no operation mixes replicas, so that
+cannot change their numbers) and is restored from the snapshot at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from expsvc.core.data import DataSplit, batch_indices, steps_per_epoch
+from expsvc.core.layer import Sequential
+from expsvc.core.loss import Loss
+from expsvc.core.optim import Optimizer, Scheduler
+
+FINISHED = "finished"
+DIVERGED = "diverged"
+
+
+class TrainHooks:
+    """Callbacks of :class:`Trainer`; the runner subclasses this to log and show progress.
+
+    ``flush(history, counts)`` is called every ``flush_every`` steps or ``flush_seconds`` seconds and at the
+    end: ``history[r, :counts[r]]`` are replica ``r``'s per-step losses so far.
+    """
+
+    flush_every: int = 512
+    flush_seconds: float = 2.0
+
+    def flush(self, history: np.ndarray, counts: np.ndarray) -> None:
+        """Persist new history (the slice past what was persisted before)."""
+
+    def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
+        """Called after every epoch (progress reporting)."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome per replica: ``status`` (finished | diverged), ``updates`` (optimizer steps applied),
+    ``counts`` (losses recorded), ``converged`` (stopped by ``tol``), ``epochs`` (epochs started)."""
+
+    status: list[str]
+    updates: np.ndarray
+    counts: np.ndarray
+    converged: np.ndarray
+    epochs: np.ndarray
+    history: np.ndarray
+    steps_per_epoch: int
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Trainer:
+    """Train a built :class:`Sequential` on a :class:`DataSplit` with one order generator per replica."""
+
+    def __init__(
+        self,
+        model: Sequential,
+        loss: Loss,
+        optimizer: Optimizer,
+        data: DataSplit,
+        order_rngs: Sequence[np.random.Generator],
+        *,
+        epochs: int,
+        batch_size: int,
+        tol: float = 0.0,
+        shuffle: bool = False,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        assert model.buffer is not None, "build the model first"
+        self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
+        self.data = data
+        self.order_rngs = list(order_rngs)
+        self.epochs, self.batch_size, self.tol, self.shuffle = int(epochs), int(batch_size), float(tol), shuffle
+        dtype = model.buffer.dtype
+        self.x = np.ascontiguousarray(data.x_train, dtype=dtype)
+        self.y = data.y_train if data.y_train.dtype.kind in "iu" else np.ascontiguousarray(data.y_train, dtype)
+        self.n = int(self.x.shape[0])
+        self.per_epoch = steps_per_epoch(self.n, self.batch_size)
+        r = model.replicas
+        self.history = np.full((r, self.epochs * self.per_epoch), np.nan, dtype=np.float64)
+        self.counts = np.zeros(r, dtype=np.int64)
+        self.updates = np.zeros(r, dtype=np.int64)
+        self.active = np.ones(r, dtype=bool)
+        self.status = [FINISHED] * r
+        self.converged = np.zeros(r, dtype=bool)
+        self.epochs_run = np.zeros(r, dtype=np.int64)
+        self.final = np.empty_like(model.buffer.value)
+        optimizer.bind(model.buffer)
+        self.base_lr = optimizer.lr
+
+    def _stop(self, r: int, status: str, count: int, updates: int) -> None:
+        self.active[r] = False
+        self.status[r] = status
+        self.counts[r] = count
+        self.updates[r] = updates
+        self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
+
+    def run(self, hooks: TrainHooks | None = None) -> TrainResult:
+        hooks = hooks or TrainHooks()
+        model, loss, opt, buf = self.model, self.loss, self.optimizer, self.model.buffer
+        assert buf is not None
+        hist, active = self.history, self.active
+        step, last_flush, flush_every = 0, time.monotonic(), max(1, hooks.flush_every)
+        prev_last: np.ndarray | None = None
+        with np.errstate(all="ignore"):
+            for epoch in range(self.epochs):
+                if self.scheduler is not None:
+                    opt.lr = self.scheduler.lr(self.base_lr, epoch)
+                self.epochs_run[active] = epoch + 1
+                for idx in batch_indices(self.n, self.batch_size, self.order_rngs, self.shuffle):
+                    out = model.forward(self.x[idx])
+                    values = loss.forward(out, self.y[idx])
+                    hist[:, step] = values
+                    if not np.isfinite(values).all():
+                        for r in np.flatnonzero(active & ~np.isfinite(values)):
+                            self._stop(int(r), DIVERGED, step + 1, step)
+                    self.counts[active] = step + 1
+                    if not active.any():
+                        break
+                    buf.zero_grad()
+                    model.backward(loss.backward())
+                    opt.step()
+                    step += 1
+                    self.updates[active] = step
+                    if step % 64 == 0 and (
+                        step % flush_every == 0 or time.monotonic() - last_flush >= hooks.flush_seconds
+                    ):
+                        hooks.flush(hist, self.counts)
+                        last_flush = time.monotonic()
+                if not active.any():
+                    break
+                last = hist[:, step - 1]
+                if self.tol > 0 and prev_last is not None:
+                    for r in np.flatnonzero(active & (np.abs(last - prev_last) < self.tol)):
+                        self.converged[r] = True
+                        self._stop(int(r), FINISHED, step, step)
+                prev_last = last.copy()
+                hooks.epoch_end(epoch, self.counts, active)
+                if not active.any():
+                    break
+        for r in np.flatnonzero(active):
+            self._stop(int(r), FINISHED, step, step)
+        buf.value[...] = self.final
+        hooks.flush(hist, self.counts)
+        return TrainResult(
+            status=list(self.status),
+            updates=self.updates.copy(),
+            counts=self.counts.copy(),
+            converged=self.converged.copy(),
+            epochs=self.epochs_run.copy(),
+            history=hist,
+            steps_per_epoch=self.per_epoch,
+        )
+
+
+def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape ``(N, F)``."""
+    assert model.buffer is not None
+    xs = np.broadcast_to(np.asarray(x, dtype=model.buffer.dtype), (model.replicas, *np.shape(x)))
+    with np.errstate(all="ignore"):
+        out = model.forward(xs, train=False)
+        return out, loss.predict(out)
+
+
+def evaluate(
+    model: Sequential, loss: Loss, x: np.ndarray, y: np.ndarray, metrics: dict[str, object]
+) -> dict[str, np.ndarray]:
+    """Loss and each metric on ``(x, y)``, one value per replica."""
+    out, pred = predict(model, loss, x)
+    r = model.replicas
+    target = y if y.dtype.kind in "iu" else np.asarray(y, dtype=out.dtype)
+    with np.errstate(all="ignore"):
+        result = {"loss": np.asarray(loss.forward(out, np.broadcast_to(target, (r, *target.shape))), float)}
+        for name, metric in metrics.items():
+            result[name] = np.asarray(metric(pred, y), dtype=float)  # type: ignore[operator]
+    return result

@@ -1,0 +1,88 @@
+"""Component specs as text: ``"linear(5), tanh, linear(1)"``, ``"adamw(lr=1e-3, weight_decay=0)"``.
+
+Parsed with :mod:`ast`; arguments must be literals (numbers, strings, booleans, None, tuples, lists,
+dicts) — nothing is ever evaluated.  Errors name the offending token and its column.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from expsvc.errors import ExpsvcError
+
+
+class SpecError(ExpsvcError):
+    """A component spec that does not parse."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One component: its registry name and literal arguments."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.name}({', '.join(parts)})" if parts else self.name
+
+    def with_defaults(self, **defaults: Any) -> ComponentSpec:
+        """A copy with ``defaults`` added where the spec does not set them."""
+        merged = {**defaults, **self.kwargs}
+        return ComponentSpec(self.name, self.args, merged)
+
+
+def _fail(what: str, text: str, col: int, msg: str) -> SpecError:
+    col = max(0, min(col, len(text)))
+    token = text[col:].split(",")[0].strip() or text[col : col + 1] or "end of text"
+    return SpecError(f"{what}: {msg} at column {col + 1} ({token!r}) in {text!r}")
+
+
+def _literal(node: ast.expr, what: str, text: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError) as err:
+        raise _fail(what, text, node.col_offset - 1, "arguments must be literal values") from err
+
+
+def _element(node: ast.expr, what: str, text: str) -> ComponentSpec:
+    if isinstance(node, ast.Name):
+        return ComponentSpec(node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        args = tuple(_literal(a, what, text) for a in node.args)
+        kwargs: dict[str, Any] = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise _fail(what, text, kw.value.col_offset - 3, "'**' is not allowed")
+            kwargs[kw.arg] = _literal(kw.value, what, text)
+        return ComponentSpec(node.func.id, args, kwargs)
+    raise _fail(what, text, node.col_offset - 1, "expected a name or name(arguments)")
+
+
+def parse_list(text: str, what: str = "spec") -> list[ComponentSpec]:
+    """Parse comma-separated components; ``what`` names the field in error messages."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(f"{what}: empty spec; expected e.g. 'linear(5), tanh, linear(1)'")
+    if "\n" in text or "\r" in text:
+        raise SpecError(f"{what}: a spec must be on one line, got {text!r}")
+    try:
+        tree = ast.parse(f"[{text}]", mode="eval")
+    except SyntaxError as err:
+        raise _fail(what, text, (err.offset or 1) - 2, f"invalid syntax ({err.msg})") from None
+    assert isinstance(tree.body, ast.List)
+    if not tree.body.elts:
+        raise SpecError(f"{what}: empty spec")
+    return [_element(node, what, text) for node in tree.body.elts]
+
+
+def parse(text: str | ComponentSpec, what: str = "spec") -> ComponentSpec:
+    """Parse exactly one component."""
+    if isinstance(text, ComponentSpec):
+        return text
+    items = parse_list(text, what)
+    if len(items) != 1:
+        raise SpecError(f"{what}: expected one component, got {len(items)} in {text!r}")
+    return items[0]
