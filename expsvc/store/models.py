@@ -1,0 +1,150 @@
+"""SQLAlchemy 2.0 models: the tracking schema.
+
+Portable across SQLite and PostgreSQL (no dialect-specific types).  NaN values are stored as NULL in the
+float columns of history and summaries (SQLite cannot hold NaN) and read back as NaN; ``nan_count`` says how
+many there were.  The schema is created and evolved only by the Alembic migrations in ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Experiment(Base):
+    """A named collection of runs (one ``expsvc run`` invocation, or several with the same name)."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Run(Base):
+    """One seed of one configuration.
+
+    ``status``: queued | running | finished | diverged | failed | interrupted.  ``group_key`` is a hash
+    of the configuration without the seed, so the seeds of one configuration share it.
+    """
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4().hex
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    group_key: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds of training
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    expsvc_version: Mapped[str | None] = mapped_column(String(32))
+    numpy_version: Mapped[str | None] = mapped_column(String(32))
+    updates: Mapped[int | None] = mapped_column(Integer)  # optimizer steps applied
+    epochs: Mapped[int | None] = mapped_column(Integer)  # epochs started
+    converged: Mapped[bool | None] = mapped_column(Boolean)  # stopped by the tolerance rule
+    steps_per_epoch: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_runs_experiment_created", "experiment_id", "created_at"),)
+
+
+class RunParam(Base):
+    """A run's flattened configuration, typed for filtering: numbers in ``value_num``, text in ``value_text``."""
+
+    __tablename__ = "run_params"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_num: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_run_params_key_num", "key", "value_num"),)
+
+
+class MetricPoint(Base):
+    """One logged value: ``value`` NULL means NaN."""
+
+    __tablename__ = "metric_history"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+
+
+class MetricSummary(Base):
+    """Summary of one metric of one run, kept up to date with every history flush.
+
+    Single-valued metrics (test accuracy...) are summaries with ``count = 1``.  ``min``/``max``/``mean``
+    ignore NaN; ``last`` is the last value logged (NULL if it was NaN).
+    """
+
+    __tablename__ = "metric_summaries"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first: Mapped[float | None] = mapped_column(Float)
+    last: Mapped[float | None] = mapped_column(Float)
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    min: Mapped[float | None] = mapped_column(Float)
+    min_step: Mapped[int | None] = mapped_column(Integer)
+    max: Mapped[float | None] = mapped_column(Float)
+    max_step: Mapped[int | None] = mapped_column(Integer)
+    mean: Mapped[float | None] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    nan_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    __table_args__ = (Index("ix_metric_summaries_key", "key"),)
+
+
+class RunComponent(Base):
+    """A component a run used (its spec) and the plugin, package and version that provided it."""
+
+    __tablename__ = "run_components"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    spec: Mapped[str] = mapped_column(Text, nullable=False)
+    plugin: Mapped[str] = mapped_column(String(200), nullable=False)
+    package: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunArtifact(Base):
+    """A binary artifact of a run; ``kind = 'params'`` holds the final parameters (an ``.npz`` blob)."""
+
+    __tablename__ = "run_artifacts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
