@@ -86,7 +86,7 @@ class PluginSystem:
         for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(app=app)
-            except Exception as err:  # noqa: BLE001 - isolate any plugin failure
+            except Exception as err:
                 info = self.info(impl.plugin_name)
                 if info is not None:
                     info.status, info.error = "error", f"register_commands: {type(err).__name__}: {err}"

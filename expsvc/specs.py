@@ -7,6 +7,7 @@ dicts) — nothing is ever evaluated.  Errors name the offending token and its c
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,8 @@ class ComponentSpec:
 
 def _fail(what: str, text: str, col: int, msg: str) -> SpecError:
     col = max(0, min(col, len(text)))
-    token = text[col:].split(",")[0].strip() or text[col : col + 1] or "end of text"
+    match = re.match(r"\s*(\w+|\S)", text[col:])
+    token = match.group(1) if match else "end of text"
     return SpecError(f"{what}: {msg} at column {col + 1} ({token!r}) in {text!r}")
 
 
@@ -71,7 +73,8 @@ def parse_list(text: str, what: str = "spec") -> list[ComponentSpec]:
     try:
         tree = ast.parse(f"[{text}]", mode="eval")
     except SyntaxError as err:
-        raise _fail(what, text, (err.offset or 1) - 2, f"invalid syntax ({err.msg})") from None
+        detail = "" if err.msg == "invalid syntax" else f" ({err.msg})"
+        raise _fail(what, text, (err.offset or 1) - 2, f"invalid syntax{detail}") from None
     assert isinstance(tree.body, ast.List)
     if not tree.body.elts:
         raise SpecError(f"{what}: empty spec")

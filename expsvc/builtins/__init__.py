@@ -2,6 +2,7 @@
 
 DEFAULT_PLUGINS = (
     "expsvc.builtins.layers",
+    "expsvc.builtins.features",
     "expsvc.builtins.activations",
     "expsvc.builtins.losses",
     "expsvc.builtins.optimizers",

@@ -1,0 +1,149 @@
+"""``expsvc run``: an experiment from flags or a TOML file, seeds vectorised, groups spread over cores."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from expsvc.cli.common import DbOption, console, fail
+
+
+def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | None:
+    """Parse repeated numeric flags ourselves so a bad value gets the spec's one-line error."""
+    if not values:
+        return None
+    out: list[Any] = []
+    for raw in values:
+        try:
+            out.append(int(raw) if integer else float(raw))
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            fail(f"--{key.replace('_', '-')}: {raw!r} is not {kind}")
+    return out
+
+
+def _summary(result: Any) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    table = Table("group", "runs", "final loss (mean ± std)", "test accuracy", "updates", title=result.experiment)
+    for group in result.groups:
+        counts: dict[str, int] = {}
+        for o in group.outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        done = [o for o in group.outcomes if o.final_loss is not None and o.status == "finished"]
+        losses = np.array([o.final_loss for o in done], dtype=float)
+        acc = np.array([o.metrics.get("test_accuracy", np.nan) for o in done], dtype=float)
+        upd = np.array([o.updates for o in done], dtype=float)
+        loss_text = "-"
+        if len(losses):
+            loss_text = f"{losses.mean():.4f} ± {losses.std(ddof=1):.4f}" if len(losses) > 1 else f"{losses[0]:.4f}"
+        table.add_row(
+            group.label,
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            loss_text,
+            f"{np.nanmean(acc):.3f}" if len(acc) and not np.isnan(acc).all() else "-",
+            f"{upd.mean():.0f}" if len(upd) else "-",
+        )
+    out = console()
+    out.print(table)
+
+
+def run(
+    file: Annotated[str | None, typer.Argument(help="A TOML experiment file (flags override its values).")] = None,
+    opt: Annotated[list[str] | None, typer.Option("--opt", help="Optimizer spec; repeat for a grid.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Run seeds 0..N-1.")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Run this seed; repeatable.")] = None,
+    lr: Annotated[list[str] | None, typer.Option("--lr", help="Learning rate; repeat for a grid.")] = None,
+    epochs: Annotated[list[str] | None, typer.Option("--epochs", help="Maximum epochs; repeatable.")] = None,
+    batch_size: Annotated[list[str] | None, typer.Option("--batch-size", help="Batch size; repeatable.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Layers, e.g. 'linear(5), tanh, linear(1)'.")]
+    = None,
+    loss: Annotated[list[str] | None, typer.Option("--loss", help="Loss spec; repeatable.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Dataset spec; repeatable.")] = None,
+    schedule: Annotated[list[str] | None, typer.Option("--schedule", help="LR schedule spec; repeatable.")] = None,
+    tol: Annotated[str | None, typer.Option("--tol", help="Stop when the last loss changes less (0: never).")]
+    = None,
+    shuffle: Annotated[bool | None, typer.Option("--shuffle/--no-shuffle", help="Reshuffle every epoch.")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float64 (default) or float32.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
+    db: DbOption = None,
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
+    no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run seeds one by one.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
+) -> None:
+    """Run an experiment: every optimizer x lr x ... configuration over every seed, recorded in the store."""
+    from expsvc.errors import ExpsvcError
+    from expsvc.runner.api import Experiment
+
+    if seeds is not None and seed:
+        fail("--seeds and --seed exclude each other; give a count or pick seeds")
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs: {jobs} is not allowed; expected a positive integer")
+    values: dict[str, Any] = {
+        "optimizer": opt or None,
+        "seeds": list(seed) if seed else seeds,
+        "lr": _numbers("lr", lr, integer=False),
+        "epochs": _numbers("epochs", epochs, integer=True),
+        "batch_size": _numbers("batch_size", batch_size, integer=True),
+        "model": model or None,
+        "loss": loss or None,
+        "dataset": dataset or None,
+        "schedule": schedule or None,
+        "tol": (_numbers("tol", [tol], integer=False) or [None])[0] if tol is not None else None,
+        "shuffle": shuffle,
+        "dtype": dtype,
+        "name": name,
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    try:
+        experiment = Experiment.from_file(file, **values) if file else Experiment(**values)
+        experiment.validate()
+    except ExpsvcError as err:
+        fail(str(err))
+    show = not quiet and sys.stderr.isatty()
+    try:
+        if show:
+            result = _run_with_progress(experiment, db, jobs, not no_vectorize)
+        else:
+            result = experiment.run(db=db, jobs=jobs, vectorize=not no_vectorize)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: unfinished runs are marked 'interrupted'; logged steps are kept", err=True)
+        raise typer.Exit(130) from None
+    except ExpsvcError as err:
+        fail(str(err))
+    if not quiet:
+        _summary(result)
+        hint = "expsvc compare" + (f" --db {db}" if db else "")
+        typer.echo(f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
+                   + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items()))
+                   + f". Next: {hint}")
+    if result.statuses().get("failed"):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(experiment: Any, db: str | None, jobs: int | None, vectorize: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    configs = experiment.spec.configs()
+    per_task = len(experiment.spec.seeds) if vectorize else 1
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(stderr=True), transient=True) as bar:
+        ids = []
+        for config in configs:
+            for _ in range(len(experiment.spec.seeds) // per_task):
+                ids.append(bar.add_task(f"{experiment.label(config)} ({per_task} seeds)", total=config.epochs))
+
+        def progress(index: int, epochs_done: int, active: int) -> None:
+            bar.update(ids[index], completed=epochs_done)
+
+        result = experiment.run(db=db, jobs=jobs, vectorize=vectorize, progress=progress)
+        for task_id in ids:
+            bar.update(task_id, completed=bar.tasks[task_id].total)
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

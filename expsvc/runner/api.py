@@ -1,0 +1,187 @@
+"""The Python API (notebooks and the CLI alike): ``Experiment``, ``run`` and ``load_model``.
+
+>>> import expsvc
+>>> result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db="sqlite:///experiments.db")
+>>> model = expsvc.load_model(result.run_ids[0], db="sqlite:///experiments.db")
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from expsvc.core import DataSplit, Loss, Sequential
+from expsvc.errors import ExpsvcError
+from expsvc.plugins import get_system
+from expsvc.runner.build import build, check, load_dataset
+from expsvc.runner.execute import GroupOutcome, Progress, group_tasks
+from expsvc.runner.executors import Executor, LocalExecutor
+from expsvc.runner.spec import ExperimentSpec, RunConfig
+
+
+@dataclass
+class GroupResult:
+    """A configuration and the outcome of each of its seeds."""
+
+    config: RunConfig
+    label: str
+    outcomes: list[Any]
+
+    def values(self, key: str) -> np.ndarray:
+        got = [o.final_loss if key == "final_loss" else o.updates if key == "updates" else o.metrics.get(key)
+               for o in self.outcomes if o.status in ("finished", "diverged")]
+        return np.array([np.nan if v is None else v for v in got], dtype=float)
+
+
+@dataclass
+class ExperimentResult:
+    """What ``Experiment.run`` returns: where the runs are, and a short outcome per group."""
+
+    experiment: str
+    experiment_id: int
+    url: str
+    groups: list[GroupResult]
+    interrupted: bool = False
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [o.run_id for g in self.groups for o in g.outcomes]
+
+    def statuses(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for g in self.groups:
+            for o in g.outcomes:
+                counts[o.status] = counts.get(o.status, 0) + 1
+        return counts
+
+
+class Experiment:
+    """A validated experiment spec that can be run against a store."""
+
+    def __init__(self, spec: ExperimentSpec | None = None, **values: Any) -> None:
+        self.spec = spec if spec is not None else ExperimentSpec.from_dict(values, source="experiment")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> Experiment:
+        return cls(ExperimentSpec.from_file(path, overrides))
+
+    def label(self, config: RunConfig) -> str:
+        """``optimizer=adamw, lr=0.01`` from the grid keys that vary (or the optimizer alone)."""
+        keys = self.spec.varying() or ["optimizer"]
+        return ", ".join(f"{k}={getattr(config, k)}" for k in keys)
+
+    def validate(self, plugins_dir: str | None = None) -> list[RunConfig]:
+        """Resolve every component and try one forward pass per configuration; raise one-line errors."""
+        system = get_system(plugins_dir)
+        configs = self.spec.configs()
+        data: dict[str, DataSplit] = {}
+        for config in configs:
+            if config.dataset not in data:
+                data[config.dataset] = load_dataset(system, config.dataset)[0]
+            check(system, config, data[config.dataset])
+        return configs
+
+    def run(
+        self,
+        *,
+        db: str | None = None,
+        jobs: int | None = None,
+        vectorize: bool = True,
+        executor: Executor | None = None,
+        plugins_dir: str | None = None,
+        progress: Progress | None = None,
+    ) -> ExperimentResult:
+        """Validate, record every run as queued, execute the groups, return their outcomes.
+
+        Ctrl-C marks every unfinished run ``interrupted`` and re-raises ``KeyboardInterrupt``.
+        """
+        from expsvc.store import NewRun, RunStore, default_url
+
+        configs = self.validate(plugins_dir)
+        url = db or default_url()
+        store = RunStore.open(url, create=True)
+        try:
+            name = self.spec.name or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+            experiment_id = store.get_or_create_experiment(name, self.spec.description)
+            run_ids: list[list[str]] = []
+            for config in configs:
+                new = [
+                    NewRun(seed=seed, group_key=config.group_key, config={**config.as_dict(), "seed": seed},
+                           params=config.params())
+                    for seed in self.spec.seeds
+                ]
+                run_ids.append(store.create_runs(experiment_id, new))
+            all_ids = [i for ids in run_ids for i in ids]
+            tasks = group_tasks(url, configs, self.spec.seeds, run_ids, vectorize, plugins_dir)
+            store.engine.dispose()
+            runner = executor or LocalExecutor(jobs)
+            try:
+                outcomes = runner.run(tasks, progress)
+            except KeyboardInterrupt:
+                store.mark_unfinished(all_ids, "interrupted", "interrupted by the user (Ctrl-C)")
+                raise
+        finally:
+            store.close()
+        return ExperimentResult(name, experiment_id, url, self._groups(configs, run_ids, outcomes))
+
+    def _groups(self, configs: Sequence[RunConfig], run_ids: Sequence[Sequence[str]],
+                outcomes: Sequence[GroupOutcome]) -> list[GroupResult]:
+        by_id = {o.run_id: o for g in outcomes for o in g.runs}
+        return [GroupResult(c, self.label(c), [by_id[i] for i in ids]) for c, ids in zip(configs, run_ids, strict=True)]
+
+
+def run(spec: str | Path | dict[str, Any] | None = None, *, db: str | None = None, jobs: int | None = None,
+        vectorize: bool = True, plugins_dir: str | None = None, **values: Any) -> ExperimentResult:
+    """Run an experiment from a TOML file path, a dict of spec values, or keyword values."""
+    if isinstance(spec, str | Path):
+        experiment = Experiment.from_file(spec, **values)
+    else:
+        experiment = Experiment(**{**(spec or {}), **values})
+    return experiment.run(db=db, jobs=jobs, vectorize=vectorize, plugins_dir=plugins_dir)
+
+
+@dataclass
+class LoadedModel:
+    """A trained run, rebuilt for predictions: one replica with its final parameters."""
+
+    run_id: str
+    config: dict[str, Any]
+    model: Sequential
+    loss: Loss
+    data: DataSplit
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """Raw model outputs ``(N, O)`` for inputs ``(N, F)``."""
+        xs = np.asarray(x, dtype=self.model.buffer.dtype)[None]  # type: ignore[union-attr]
+        with np.errstate(all="ignore"):
+            return self.model.forward(xs, train=False)[0]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions (labels or values) for inputs ``(N, F)``."""
+        return self.loss.predict(self.outputs(x)[None])[0]
+
+
+def load_model(run_id: str, db: str | None = None, plugins_dir: str | None = None) -> LoadedModel:
+    """Rebuild the model of a recorded run (any unique id prefix) from its stored final parameters."""
+    from expsvc.store import RunStore
+
+    store = RunStore.open(db, create=False)
+    try:
+        run = store.resolve_run(run_id)
+        config = dict(run.config)
+        arrays = store.load_params(run.id)
+    finally:
+        store.close()
+    fields = {k: config[k] for k in RunConfig.__dataclass_fields__}
+    comps = build(get_system(plugins_dir), RunConfig(**fields), [int(config.get("seed", 0))])
+    for p in comps.model.parameters():
+        if p.name not in arrays:
+            raise ExpsvcError(f"run {run.id[:8]}: stored parameters lack {p.name!r}; cannot rebuild the model")
+        p.value[0] = arrays[p.name]
+    return LoadedModel(run.id, config, comps.model, comps.loss, comps.data)

@@ -1,0 +1,109 @@
+"""Turn a :class:`RunConfig` into live components through the plugin registry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from expsvc.core import Dataset, DataSplit, Loss, Optimizer, Scheduler, Sequential, replica_streams
+from expsvc.errors import ExpsvcError
+from expsvc.plugins import PluginSystem
+from expsvc.registry import Registration, instantiate
+from expsvc.runner.spec import RunConfig, optimizer_spec
+from expsvc.specs import ComponentSpec, parse, parse_list
+
+MODEL_KINDS = ("layer", "activation")
+
+
+@dataclass
+class Components:
+    """Everything one group needs to train, plus where each piece came from."""
+
+    data: DataSplit
+    model: Sequential
+    loss: Loss
+    optimizer: Optimizer
+    scheduler: Scheduler
+    metrics: dict[str, Any]
+    order_rngs: list[np.random.Generator]
+    provenance: list[tuple[Registration, ComponentSpec]] = field(default_factory=list)
+
+
+def _make(system: PluginSystem, kinds: str | tuple[str, ...], spec: ComponentSpec, what: str,
+          provenance: list[tuple[Registration, ComponentSpec]]) -> Any:
+    reg = system.registry.resolve(kinds, spec.name)
+    provenance.append((reg, spec))
+    return instantiate(reg, spec, what)
+
+
+def load_dataset(system: PluginSystem, text: str) -> tuple[DataSplit, Registration, ComponentSpec]:
+    """Instantiate and load a dataset, turning its failures into one-line errors."""
+    spec = parse(text, "dataset")
+    reg = system.registry.resolve("dataset", spec.name)
+    dataset: Dataset = instantiate(reg, spec, "dataset")
+    try:
+        data = dataset.load()
+    except ExpsvcError:
+        raise
+    except (OSError, ValueError) as err:
+        raise ExpsvcError(f"dataset {text!r}: {err}") from None
+    return data, reg, spec
+
+
+def metrics_for(system: PluginSystem, task: str) -> dict[str, Any]:
+    """Every registered metric that applies to ``task``, instantiated with its defaults."""
+    out: dict[str, Any] = {}
+    for name in system.registry.names("metric"):
+        try:
+            reg = system.registry.resolve("metric", name)
+        except ExpsvcError:
+            continue
+        if reg.name == name and task in getattr(reg.cls, "tasks", ()):
+            out[name] = reg.cls()
+    return out
+
+
+def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
+          data: DataSplit | None = None) -> Components:
+    """Build the components of one group of ``seeds`` (init from each seed's own stream)."""
+    provenance: list[tuple[Registration, ComponentSpec]] = []
+    data_reg = None
+    if data is None:
+        data, data_reg, data_spec = load_dataset(system, config.dataset)
+        provenance.append((data_reg, data_spec))
+    else:
+        spec = parse(config.dataset, "dataset")
+        provenance.append((system.registry.resolve("dataset", spec.name), spec))
+    layers = [_make(system, MODEL_KINDS, s, "model", provenance) for s in parse_list(config.model, "model")]
+    loss = _make(system, "loss", parse(config.loss, "loss"), "loss", provenance)
+    optimizer = _make(system, "optimizer", optimizer_spec(config), "optimizer", provenance)
+    scheduler = _make(system, "scheduler", parse(config.schedule, "schedule"), "schedule", provenance)
+    init_rngs, order_rngs = replica_streams(seeds)
+    dtype = np.dtype(config.dtype)
+    model = Sequential(layers).build(data.features, init_rngs, dtype=dtype)
+    metrics = metrics_for(system, data.task)
+    for name in metrics:
+        provenance.append((system.registry.resolve("metric", name), ComponentSpec(name)))
+    return Components(data, model, loss, optimizer, scheduler, metrics, order_rngs, provenance)
+
+
+def check(system: PluginSystem, config: RunConfig, data: DataSplit) -> None:
+    """Fail early, with one line, if the model's outputs do not fit the loss and the dataset's targets."""
+    comps = build(system, config, [0], data=data)
+    n = min(len(data.x_train), config.batch_size, 4)
+    x = np.asarray(data.x_train[None, :n], dtype=config.dtype)
+    y = data.y_train[None, :n]
+    task = getattr(comps.loss, "task", None)
+    if task and task != data.task and not (task == "regression" and data.task != "multiclass"):
+        raise ExpsvcError(
+            f"loss {config.loss!r} is for {task} targets but dataset {config.dataset!r} is {data.task}"
+        )
+    try:
+        with np.errstate(all="ignore"):
+            comps.loss.forward(comps.model.forward(x), y if y.dtype.kind in "iu" else y.astype(config.dtype))
+    except (ValueError, IndexError) as err:
+        raise ExpsvcError(f"model {config.model!r} does not fit loss {config.loss!r} on {config.dataset!r}: {err}") \
+            from None

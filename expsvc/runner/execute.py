@@ -1,0 +1,181 @@
+"""Execute one group (the seeds of one configuration) and record it in the store.
+
+This is what an executor runs, in-process or in a worker: build the components, train the replicas as one
+vectorised computation, flush the loss history in batches while training, then write metrics, final
+parameters and an honest status per run.  An exception marks the group's unfinished runs ``failed`` with
+the traceback; Ctrl-C marks them ``interrupted``.  Flushed history is never lost either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from expsvc.core import Trainer, TrainHooks, evaluate
+from expsvc.plugins import PluginSystem, get_system
+from expsvc.runner.build import Components, build
+from expsvc.runner.spec import RunConfig
+
+Progress = Callable[[int, int, int], None]
+"""``progress(group_index, epochs_done, active_replicas)``."""
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """One unit of work for an executor: a configuration, its seeds and their run ids."""
+
+    index: int
+    url: str
+    config: RunConfig
+    seeds: tuple[int, ...]
+    run_ids: tuple[str, ...]
+    plugins_dir: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    seed: int
+    status: str
+    updates: int | None = None
+    final_loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class GroupOutcome:
+    index: int
+    runs: list[RunOutcome]
+
+
+class StoreHooks(TrainHooks):
+    """Flush each replica's new loss values to the store; report progress per epoch."""
+
+    def __init__(self, store: Any, task: GroupTask, progress: Progress | None) -> None:
+        self.store, self.task, self.progress = store, task, progress
+        self.written = np.zeros(len(task.run_ids), dtype=np.int64)
+
+    def flush(self, history: np.ndarray, counts: np.ndarray) -> None:
+        chunks = [
+            (run_id, int(self.written[r]), history[r, self.written[r] : counts[r]])
+            for r, run_id in enumerate(self.task.run_ids)
+            if counts[r] > self.written[r]
+        ]
+        if chunks:
+            self.store.append_history("loss", chunks)
+            self.written[:] = np.maximum(self.written, counts)
+
+    def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
+        if self.progress is not None:
+            self.progress(self.task.index, epoch + 1, int(active.sum()))
+
+
+def _component_records(system: PluginSystem, comps: Components) -> list[Any]:
+    from expsvc.store import ComponentRecord
+
+    records = []
+    for reg, spec in comps.provenance:
+        info = system.provenance(reg)
+        records.append(ComponentRecord(
+            kind=reg.kind, name=reg.name, spec=str(spec), plugin=info.name, package=info.package,
+            version=info.version,
+        ))
+    return records
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def execute_group(task: GroupTask, progress: Progress | None = None, store: Any = None) -> GroupOutcome:
+    """Train ``task``'s seeds together and record everything; returns a short outcome per run."""
+    from expsvc import __version__
+    from expsvc.store import RunStore
+
+    own_store = store is None
+    store = store or RunStore.open(task.url, create=False, upgrade=False, mark_stale=False)
+    trainer: Trainer | None = None
+    hooks: StoreHooks | None = None
+    started = time.monotonic()
+    try:
+        system = get_system(task.plugins_dir)
+        comps = build(system, task.config, task.seeds)
+        cfg = task.config
+        trainer = Trainer(
+            comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, tol=cfg.tol, shuffle=cfg.shuffle,
+            scheduler=comps.scheduler,
+        )
+        store.start_runs(
+            task.run_ids, host=socket.gethostname(), pid=os.getpid(), expsvc_version=__version__,
+            numpy_version=np.__version__, steps_per_epoch=trainer.per_epoch,
+        )
+        records = _component_records(system, comps)
+        for run_id in task.run_ids:
+            store.set_components(run_id, records)
+        hooks = StoreHooks(store, task, progress)
+        result = trainer.run(hooks)
+        duration = time.monotonic() - started
+        train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
+        test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
+        outcomes = []
+        for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
+            values = {f"train_{k}": float(v[r]) for k, v in train.items()}
+            values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
+            store.log_values(run_id, values)
+            store.save_params(run_id, {p.name: p.value[r] for p in comps.model.parameters()})
+            status = result.status[r]
+            count = int(result.counts[r])
+            final = float(result.history[r, count - 1]) if count else float("nan")
+            store.finish_run(
+                run_id, status, updates=int(result.updates[r]), epochs=int(result.epochs[r]),
+                converged=bool(result.converged[r]), duration=duration,
+                error=f"loss became non-finite ({final}) at step {count - 1}" if status == "diverged" else None,
+            )
+            outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
+        return GroupOutcome(task.index, outcomes)
+    except KeyboardInterrupt:
+        _salvage(store, trainer, hooks)
+        store.mark_unfinished(task.run_ids, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    except Exception as err:
+        _salvage(store, trainer, hooks)
+        text = "".join(traceback.format_exception(err))
+        store.mark_unfinished(task.run_ids, "failed", text)
+        return GroupOutcome(task.index, [
+            RunOutcome(run_id, seed, "failed", error=f"{type(err).__name__}: {err}")
+            for run_id, seed in zip(task.run_ids, task.seeds, strict=True)
+        ])
+    finally:
+        if own_store:
+            store.close()
+
+
+def _salvage(store: Any, trainer: Trainer | None, hooks: StoreHooks | None) -> None:
+    """Flush what the trainer logged since the last flush (best effort: the original error wins)."""
+    if trainer is None or hooks is None:
+        return
+    with contextlib.suppress(Exception):  # never mask the original failure
+        hooks.flush(trainer.history, trainer.counts)
+
+
+def group_tasks(url: str, configs: Sequence[RunConfig], seeds: Sequence[int], run_ids: Sequence[Sequence[str]],
+                vectorize: bool, plugins_dir: str | None) -> list[GroupTask]:
+    """One task per configuration (all seeds vectorised) or, without vectorisation, one per seed."""
+    tasks: list[GroupTask] = []
+    for config, ids in zip(configs, run_ids, strict=True):
+        if vectorize:
+            tasks.append(GroupTask(len(tasks), url, config, tuple(seeds), tuple(ids), plugins_dir))
+        else:
+            for seed, run_id in zip(seeds, ids, strict=True):
+                tasks.append(GroupTask(len(tasks), url, config, (seed,), (run_id,), plugins_dir))
+    return tasks

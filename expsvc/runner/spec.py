@@ -1,0 +1,225 @@
+"""Experiment specs: from flags or a TOML file, validated before any work starts, expanded into a grid.
+
+A spec names one value or a list of values for each grid key; the runs are the product of the lists
+times the seeds.  Every bad value is reported as one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expsvc.errors import ExpsvcError, did_you_mean
+from expsvc.specs import ComponentSpec, SpecError, parse, parse_list
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "description": None,
+    "dataset": "points",
+    "model": "linear(5), tanh, linear(3), tanh, linear(1)",
+    "loss": "bce_with_logits",
+    "optimizer": ["mini_bgd", "adamw"],
+    "lr": 1e-3,
+    "seeds": 5,
+    "epochs": 200,
+    "batch_size": 50,
+    "schedule": "constant",
+    "tol": 1e-5,
+    "shuffle": False,
+    "dtype": "float64",
+}
+"""The seed experiment: Mini-BGD vs AdamW on ``points``, 2-5-3-1 tanh, BCE-with-logits, batch 50, lr 1e-3."""
+
+GRID_KEYS = ("dataset", "model", "loss", "optimizer", "lr", "epochs", "batch_size", "schedule")
+"""Keys that may hold a list of values; the runs are their product."""
+
+DTYPES = ("float64", "float32")
+ALIASES = {"opt": "optimizer", "optimizers": "optimizer", "seed": "seeds", "batch-size": "batch_size"}
+
+
+class SpecValidationError(ExpsvcError):
+    """A spec value that is not allowed."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> SpecValidationError:
+    return SpecValidationError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _number(key: str, value: Any, *, integer: bool, positive: bool, allow_zero: bool = False) -> float | int:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or (isinstance(value, float) and not math.isfinite(value)):
+        raise _fail(key, value, "an integer" if integer else "a finite number")
+    if positive and not (value > 0 or (allow_zero and value == 0)):
+        raise _fail(key, value, "a number >= 0" if allow_zero else "a positive number")
+    return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One configuration of the grid (everything but the seed)."""
+
+    dataset: str
+    model: str
+    loss: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    schedule: str
+    tol: float
+    shuffle: bool
+    dtype: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @property
+    def group_key(self) -> str:
+        """Hash of the configuration without the seed: the seeds of one configuration share it."""
+        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def params(self) -> dict[str, Any]:
+        """Flattened, typed parameters for filtering (``params.optimizer = 'adamw'``)."""
+        out: dict[str, Any] = self.as_dict()
+        opt = parse(self.optimizer, "optimizer")
+        out["optimizer"] = opt.name
+        out["optimizer_spec"] = self.optimizer
+        for k, v in opt.kwargs.items():
+            if isinstance(v, str | int | float | bool) or v is None:
+                out[f"optimizer.{k}"] = v
+        return out
+
+
+@dataclass
+class ExperimentSpec:
+    """A validated experiment: grid values per key, seeds and run options."""
+
+    name: str | None = None
+    description: str | None = None
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    tol: float = 1e-5
+    shuffle: bool = False
+    dtype: str = "float64"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "spec") -> ExperimentSpec:
+        """Validate ``values`` (unknown keys, types, ranges, component syntax) over the defaults."""
+        merged: dict[str, Any] = dict(DEFAULTS)
+        for raw_key, value in values.items():
+            key = ALIASES.get(raw_key, raw_key)
+            if key not in DEFAULTS:
+                raise SpecValidationError(
+                    f"{source}: unknown key {raw_key!r}{did_you_mean(raw_key, DEFAULTS)}; "
+                    f"allowed: {', '.join(DEFAULTS)}"
+                )
+            merged[key] = value
+        return cls._validate(merged)
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+        """Load a TOML experiment file; ``overrides`` (from flags) replace the file's values."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpecValidationError(f"experiment file {str(path)!r} does not exist")
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise SpecValidationError(f"{path}: not valid TOML ({err})") from None
+        nested = [k for k, v in values.items() if isinstance(v, dict)]
+        if nested:
+            raise SpecValidationError(f"{path}: unknown table [{nested[0]}]; the file holds plain keys only")
+        values.setdefault("name", path.stem)
+        values.update(overrides or {})
+        return cls.from_dict(values, source=path.name)
+
+    @classmethod
+    def _validate(cls, v: dict[str, Any]) -> ExperimentSpec:
+        grid: dict[str, list[Any]] = {}
+        for key in GRID_KEYS:
+            values = _as_list(v[key])
+            if not values:
+                raise _fail(key, v[key], "at least one value")
+            grid[key] = values
+        for key, what in (("dataset", "a dataset"), ("loss", "a loss"), ("optimizer", "an optimizer"),
+                          ("schedule", "a schedule")):
+            checked = []
+            for value in grid[key]:
+                if not isinstance(value, str):
+                    raise _fail(key, value, f"{what} spec as text, e.g. 'adamw(weight_decay=0)'")
+                checked.append(str(parse(value, key)))
+            grid[key] = checked
+        models = []
+        for value in grid["model"]:
+            if not isinstance(value, str):
+                raise _fail("model", value, "layers as text, e.g. 'linear(5), tanh, linear(1)'")
+            models.append(", ".join(str(s) for s in parse_list(value, "model")))
+        grid["model"] = models
+        grid["lr"] = [float(_number("lr", x, integer=False, positive=True)) for x in grid["lr"]]
+        grid["epochs"] = [int(_number("epochs", x, integer=True, positive=True)) for x in grid["epochs"]]
+        grid["batch_size"] = [int(_number("batch_size", x, integer=True, positive=True)) for x in grid["batch_size"]]
+        tol = float(_number("tol", v["tol"], integer=False, positive=True, allow_zero=True))
+        if not isinstance(v["shuffle"], bool):
+            raise _fail("shuffle", v["shuffle"], "true or false")
+        if v["dtype"] not in DTYPES:
+            raise _fail("dtype", v["dtype"], " or ".join(DTYPES))
+        seeds = v["seeds"]
+        if isinstance(seeds, list | tuple):
+            if not seeds:
+                raise _fail("seeds", seeds, "a count >= 1 or a list of seeds")
+            seed_list = [int(_number("seeds", s, integer=True, positive=False)) for s in seeds]
+            if any(s < 0 for s in seed_list):
+                raise _fail("seeds", seeds, "non-negative seeds")
+            if len(set(seed_list)) != len(seed_list):
+                raise _fail("seeds", seeds, "distinct seeds")
+        else:
+            count = int(_number("seeds", seeds, integer=True, positive=True))
+            seed_list = list(range(count))
+        for key in ("name", "description"):
+            if v[key] is not None and not (isinstance(v[key], str) and v[key].strip()):
+                raise _fail(key, v[key], "a non-empty string")
+        return cls(
+            name=v["name"], description=v["description"], grid=grid, seeds=seed_list,
+            tol=tol, shuffle=v["shuffle"], dtype=v["dtype"],
+        )
+
+    def configs(self) -> list[RunConfig]:
+        """The grid's configurations in a stable order (keys in ``GRID_KEYS`` order)."""
+        out = []
+        for combo in itertools.product(*(self.grid[k] for k in GRID_KEYS)):
+            values = dict(zip(GRID_KEYS, combo, strict=True))
+            opt = parse(values["optimizer"], "optimizer")
+            explicit = opt.kwargs.get("lr", opt.args[0] if opt.args else None)
+            lr = float(explicit) if isinstance(explicit, int | float) else values["lr"]
+            out.append(RunConfig(
+                dataset=values["dataset"], model=values["model"], loss=values["loss"],
+                optimizer=values["optimizer"], lr=lr, epochs=values["epochs"],
+                batch_size=values["batch_size"], schedule=values["schedule"], tol=self.tol,
+                shuffle=self.shuffle, dtype=self.dtype,
+            ))
+        unique = list(dict.fromkeys(out))
+        return unique
+
+    def varying(self) -> list[str]:
+        """Grid keys with more than one value (they label the groups)."""
+        return [k for k in GRID_KEYS if len(self.grid[k]) > 1]
+
+
+def optimizer_spec(config: RunConfig) -> ComponentSpec:
+    """The optimizer spec with the configuration's learning rate filled in."""
+    spec = parse(config.optimizer, "optimizer")
+    return spec if spec.args or "lr" in spec.kwargs else spec.with_defaults(lr=config.lr)
+
+
+__all__ = ["DEFAULTS", "GRID_KEYS", "ExperimentSpec", "RunConfig", "SpecError", "SpecValidationError"]
