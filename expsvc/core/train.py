@@ -10,13 +10,14 @@ cannot change their numbers) and is restored from the snapshot at the end.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from expsvc.core.data import DataSplit, batch_indices, steps_per_epoch
+from expsvc.core.data import DataSplit, steps_per_epoch
 from expsvc.core.layer import Sequential
 from expsvc.core.loss import Loss
 from expsvc.core.optim import Optimizer, Scheduler
@@ -86,8 +87,9 @@ class Trainer:
         self.per_epoch = steps_per_epoch(self.n, self.batch_size)
         r = model.replicas
         self.history = np.full((r, self.epochs * self.per_epoch), np.nan, dtype=np.float64)
-        self.counts = np.zeros(r, dtype=np.int64)
-        self.updates = np.zeros(r, dtype=np.int64)
+        self.step = 0
+        self.stop_counts = np.zeros(r, dtype=np.int64)
+        self.stop_updates = np.zeros(r, dtype=np.int64)
         self.active = np.ones(r, dtype=bool)
         self.status = [FINISHED] * r
         self.converged = np.zeros(r, dtype=bool)
@@ -95,13 +97,45 @@ class Trainer:
         self.final = np.empty_like(model.buffer.value)
         optimizer.bind(model.buffer)
         self.base_lr = optimizer.lr
+        self._bounds = [(s, min(s + self.batch_size, self.n)) for s in range(0, self.n, self.batch_size)]
+        self._fixed: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Losses recorded so far per replica (stopped replicas keep their count)."""
+        return np.where(self.active, self._recorded, self.stop_counts)
+
+    @property
+    def updates(self) -> np.ndarray:
+        """Optimizer steps applied so far per replica."""
+        return np.where(self.active, self.step, self.stop_updates)
+
+    _recorded = 0  # losses recorded by active replicas (the step in progress included)
 
     def _stop(self, r: int, status: str, count: int, updates: int) -> None:
         self.active[r] = False
         self.status[r] = status
-        self.counts[r] = count
-        self.updates[r] = updates
+        self.stop_counts[r] = count
+        self.stop_updates[r] = updates
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
+
+    def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This epoch's ``(x, y)`` batches, ``(R, b, ...)`` each: one gather per epoch, then views.
+
+        Without shuffling every replica sees the same order, so the batches are computed once and
+        repeated over the replica axis.
+        """
+        if not self.shuffle:
+            if self._fixed is None:
+                r = self.model.replicas
+                self._fixed = [
+                    (np.repeat(self.x[None, s:e], r, axis=0), np.repeat(self.y[None, s:e], r, axis=0))
+                    for s, e in self._bounds
+                ]
+            return self._fixed
+        order = np.stack([rng.permutation(self.n) for rng in self.order_rngs])
+        xs, ys = self.x[order], self.y[order]
+        return [(xs[:, s:e], ys[:, s:e]) for s, e in self._bounds]
 
     def run(self, hooks: TrainHooks | None = None) -> TrainResult:
         hooks = hooks or TrainHooks()
@@ -110,26 +144,26 @@ class Trainer:
         hist, active = self.history, self.active
         step, last_flush, flush_every = 0, time.monotonic(), max(1, hooks.flush_every)
         prev_last: np.ndarray | None = None
+        isfinite, add_reduce = math.isfinite, np.add.reduce
         with np.errstate(all="ignore"):
             for epoch in range(self.epochs):
                 if self.scheduler is not None:
                     opt.lr = self.scheduler.lr(self.base_lr, epoch)
                 self.epochs_run[active] = epoch + 1
-                for idx in batch_indices(self.n, self.batch_size, self.order_rngs, self.shuffle):
-                    out = model.forward(self.x[idx])
-                    values = loss.forward(out, self.y[idx])
+                for xb, yb in self._epoch_batches():
+                    values = loss.forward(model.forward(xb), yb)
                     hist[:, step] = values
-                    if not np.isfinite(values).all():
+                    self._recorded = step + 1
+                    if not isfinite(add_reduce(values)):  # one reduction; the sum of finite values is finite
                         for r in np.flatnonzero(active & ~np.isfinite(values)):
                             self._stop(int(r), DIVERGED, step + 1, step)
-                    self.counts[active] = step + 1
-                    if not active.any():
-                        break
+                        if not active.any():
+                            break
                     buf.zero_grad()
                     model.backward(loss.backward())
                     opt.step()
                     step += 1
-                    self.updates[active] = step
+                    self.step = step
                     if step % 64 == 0 and (
                         step % flush_every == 0 or time.monotonic() - last_flush >= hooks.flush_seconds
                     ):
@@ -149,11 +183,12 @@ class Trainer:
         for r in np.flatnonzero(active):
             self._stop(int(r), FINISHED, step, step)
         buf.value[...] = self.final
-        hooks.flush(hist, self.counts)
+        counts = self.counts
+        hooks.flush(hist, counts)
         return TrainResult(
             status=list(self.status),
             updates=self.updates.copy(),
-            counts=self.counts.copy(),
+            counts=counts,
             converged=self.converged.copy(),
             epochs=self.epochs_run.copy(),
             history=hist,
