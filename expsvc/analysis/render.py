@@ -1,0 +1,321 @@
+"""Turn analysis results into text: rich tables, markdown, JSON, CSV and the loss sparkline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from expsvc.analysis.compare import CompareResult, GroupResult, fmt_p, fmt_value
+from expsvc.analysis.listing import RunDetails, RunRow
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+DASH = "–"
+
+
+def fmt(x: float | int | None, digits: int = 4) -> str:
+    """A number to ``digits`` significant digits; ``–`` for missing or NaN."""
+    if x is None:
+        return DASH
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if not math.isfinite(x):
+        return DASH if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return f"{x:.{digits}g}"
+
+
+def fmt_time(t: datetime | None) -> str:
+    """``2026-01-31 14:05`` in UTC (SQLite returns naive UTC datetimes)."""
+    if t is None:
+        return DASH
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_duration(s: float | None) -> str:
+    """``0.84 s``, ``2 m 05 s``."""
+    if s is None or not math.isfinite(s):
+        return DASH
+    if s < 60:
+        return f"{s:.3g} s"
+    m, sec = divmod(round(s), 60)
+    return f"{m} m {sec:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} m"
+
+
+def sparkline(values: Sequence[float], width: int = 60) -> str:
+    """One line of unicode blocks for ``values`` (bucket means when longer than ``width``; NaN as ``×``)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return ""
+    buckets: list[float] = []
+    n = len(vals)
+    w = min(width, n)
+    for i in range(w):
+        chunk = [v for v in vals[i * n // w : (i + 1) * n // w] if math.isfinite(v)]
+        buckets.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    finite = [b for b in buckets if math.isfinite(b)]
+    if not finite:
+        return "×" * w
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    out = []
+    for b in buckets:
+        if not math.isfinite(b):
+            out.append("×")
+        else:
+            k = 0 if span == 0 else int((b - lo) / span * (len(BLOCKS) - 1) + 0.5)
+            out.append(BLOCKS[k])
+    return "".join(out)
+
+
+# -------------------------------------------------------------------------------------------- runs
+RUN_COLUMNS = ("id", "experiment", "seed", "status", "final loss", "test acc", "updates", "duration", "started")
+
+
+def runs_table(rows: Sequence[RunRow], params: Sequence[str]) -> Any:
+    """A rich table of runs with a column per varying parameter."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("id", "experiment", *params, "seed", "status", "final loss", "test acc", "updates", "duration",
+                 "started (UTC)"):
+        table.add_column(name, justify="right" if name in ("seed", "final loss", "test acc", "updates",
+                                                             "duration") else "left", no_wrap=name == "id")
+    style = {"finished": "green", "diverged": "yellow", "failed": "red", "failed (stale)": "red",
+             "interrupted": "magenta", "running": "cyan"}
+    for r in rows:
+        status = r.display_status
+        cells = [r.id[:8], r.experiment, *(_param(r.params.get(p)) for p in params), str(r.seed),
+                 f"[{style[status]}]{status}[/]" if status in style else status, fmt(r.final_loss),
+                 fmt(r.test_accuracy), fmt(r.updates), fmt_duration(r.duration), fmt_time(r.started_at)]
+        table.add_row(*cells)
+    return table
+
+
+def _param(v: Any) -> str:
+    return DASH if v is None else fmt_value(v)
+
+
+def runs_json(rows: Sequence[RunRow]) -> str:
+    """``expsvc runs --json``."""
+    return json.dumps([r.to_dict() for r in rows], indent=2, allow_nan=False)
+
+
+def runs_csv(rows: Sequence[RunRow]) -> str:
+    """``expsvc runs --csv``: one line per run, every parameter a ``params.<key>`` column."""
+    keys = sorted({k for r in rows for k in r.params})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "experiment", "group", "seed", "status", *(f"params.{k}" for k in keys), "final_loss",
+                "test_accuracy", "updates", "duration", "started", "created"])
+    for r in rows:
+        d = r.to_dict()
+        w.writerow([r.id, r.experiment, r.group_key, r.seed, d["status"], *(_csv(r.params.get(k)) for k in keys),
+                    _csv(d["final_loss"]), _csv(d["test_accuracy"]), _csv(r.updates), _csv(r.duration),
+                    d["started"] or "", d["created"] or ""])
+    return buf.getvalue()
+
+
+def _csv(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return v
+
+
+# -------------------------------------------------------------------------------------------- show
+def show_text(d: RunDetails) -> list[Any]:
+    """Renderables for ``expsvc show``: header, config, components, summaries, sparkline."""
+    from rich.table import Table
+
+    out: list[Any] = [f"[bold]run {d.id}[/bold]  experiment {d.experiment}  seed {d.seed}  group {d.group_key}",
+                      f"status: {d.status}"]
+    if d.error:
+        first = d.error.strip().splitlines()
+        out.append(f"error: {first[-1] if first else d.error}" + (" (full traceback in --json)" if len(first) > 1
+                                                                   else ""))
+    c = d.columns
+    out.append(f"started {fmt_time(c['started_at'])} UTC, ended {fmt_time(c['ended_at'])} UTC, "
+               f"duration {fmt_duration(c['duration'])}, updates {fmt(c['updates'])}, epochs {fmt(c['epochs'])}, "
+               f"converged {fmt(c['converged'])}, steps/epoch {fmt(c['steps_per_epoch'])}")
+    if c.get("expsvc_version") or c.get("host"):
+        out.append(f"expsvc {c.get('expsvc_version') or DASH}, numpy {c.get('numpy_version') or DASH}, "
+                   f"host {c.get('host') or DASH}, pid {c.get('pid') or DASH}")
+    cfg = Table("config", "value", show_edge=False, pad_edge=False)
+    for k, v in d.config.items():
+        cfg.add_row(k, json.dumps(v) if not isinstance(v, str) else v)
+    out.append(cfg)
+    if d.components:
+        comps = Table("kind", "name", "spec", "plugin", "package", "version", show_edge=False, pad_edge=False)
+        for comp in d.components:
+            comps.add_row(comp["kind"], comp["name"], comp["spec"], comp["plugin"], comp["package"] or DASH,
+                          comp["version"] or DASH)
+        out.append(comps)
+    else:
+        out.append("components: none recorded")
+    if d.summaries:
+        sums = Table("metric", "first", "last", "min (step)", "max (step)", "mean", "count", "NaN",
+                     show_edge=False, pad_edge=False)
+        for key, s in d.summaries.items():
+            if s["count"] == 1:
+                sums.add_row(key, DASH, fmt(s["last"]), DASH, DASH, DASH, "1", str(s["nan_count"]))
+            else:
+                sums.add_row(key, fmt(s["first"]), fmt(s["last"]), f"{fmt(s['min'])} ({fmt(s['min_step'])})",
+                             f"{fmt(s['max'])} ({fmt(s['max_step'])})", fmt(s["mean"]), str(s["count"]),
+                             str(s["nan_count"]))
+        out.append(sums)
+    else:
+        out.append("summaries: none recorded")
+    if d.loss:
+        finite = [v for v in d.loss if math.isfinite(v)]
+        tail = f"  {fmt(d.loss[0])} → {fmt(d.loss[-1])}" + (f" (min {fmt(min(finite))})" if finite else "")
+        out.append(f"loss {sparkline(d.loss)}{tail}  [{len(d.loss)} steps]")
+    else:
+        out.append("loss: no history")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- compare
+TABLE_HEADER = ("group", "runs", "diverged", "failed", "metric", "mean ± 95 % CI", "std", "median",
+                "IQM [95 % boot]", "min", "max", "Δ vs baseline ± 95 % CI", "p", "P(better)")
+
+
+def _mean_cell(s: dict[str, Any]) -> str:
+    if s["n"] == 0:
+        return "no finished runs"
+    if s["n"] == 1:
+        return f"{fmt(s['mean'])} (n = 1, no interval)"
+    return f"{fmt(s['mean'])} ± {fmt(s['ci'])}"
+
+
+def _iqm_cell(s: dict[str, Any]) -> str:
+    if s["n"] == 0:
+        return DASH
+    if s["n"] == 1:
+        return fmt(s["iqm"])
+    return f"{fmt(s['iqm'])} [{fmt(s['iqm_low'])}, {fmt(s['iqm_high'])}]"
+
+
+def _diff_cell(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "baseline"
+    if c["method"] == "none":
+        return DASH if c["diff"] is None else f"{fmt(c['diff'])} (no interval)"
+    tag = f"paired, {c['n']} seeds" if c["method"] == "paired" else "Welch"
+    return f"{fmt(c['diff'])} ± {fmt(c['ci'])} ({tag})"
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def compare_rows(result: CompareResult) -> list[list[str]]:
+    """The cells of the compare table, built from the JSON form so that both show the same numbers."""
+    data = result.to_dict()
+    rows = []
+    for g in data["groups"]:
+        first = True
+        for m in data["metrics"]:
+            s = g["metrics"][m["label"]]
+            c = s["vs_baseline"]
+            rows.append([
+                (g["label"] + (" (baseline)" if g["baseline"] else "")) if first else "",
+                f"{g['n_completed']}/{g['n_expected']}" if first else "",
+                str(g["n_diverged"]) if first else "",
+                str(g["n_failed"]) if first else "",
+                f"{m['label']} ({'↓' if m['better'] == 'lower' else '↑'})",
+                _mean_cell(s),
+                fmt(_nan(s["std"])),
+                fmt(_nan(s["median"])),
+                _iqm_cell({k: _nan(v) if k != "n" else v for k, v in s.items() if k in (
+                    "n", "iqm", "iqm_low", "iqm_high")}),
+                fmt(_nan(s["min"])),
+                fmt(_nan(s["max"])),
+                _diff_cell(None if c is None else {**c, "diff": c["diff"], "ci": _nan(c["ci"])}),
+                DASH if c is None or c["p"] is None else fmt_p(c["p"]).removeprefix("p = "),
+                DASH if c is None or c["prob_better"] is None else fmt(c["prob_better"], 3),
+            ])
+            first = False
+    return rows
+
+
+def _notes(result: CompareResult) -> list[str]:
+    notes = []
+    for g in result.groups:
+        if g.n_unfinished:
+            notes.append(f"{g.label}: {g.n_unfinished} run(s) not finished yet (queued, running or interrupted).")
+    return notes
+
+
+def _sentences(result: CompareResult) -> list[str]:
+    return [s for g in result.groups for s in g.sentences.values()]
+
+
+def compare_table(result: CompareResult) -> list[Any]:
+    """Renderables: the rich table, the sentences and the method."""
+    from rich.table import Table
+
+    table = Table(*TABLE_HEADER, title=f"experiment {result.experiment}", show_lines=False)
+    for i, row in enumerate(compare_rows(result)):
+        if i and row[0]:
+            table.add_section()
+        table.add_row(*row)
+    out: list[Any] = [table]
+    out.extend(f"• {s}" for s in _sentences(result))
+    out.extend(_notes(result))
+    out.append("[dim]Method:[/dim]")
+    out.extend(f"[dim]  {line}[/dim]" for line in result.method if line)
+    return out
+
+
+def compare_markdown(result: CompareResult) -> str:
+    """``--format markdown``: a pipe table, the sentences and the method."""
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"### Experiment {esc(result.experiment)}", "", "| " + " | ".join(TABLE_HEADER) + " |",
+             "|" + "|".join("---" for _ in TABLE_HEADER) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in compare_rows(result)]
+    lines.append("")
+    lines += [f"- {s}" for s in _sentences(result)]
+    lines += _notes(result)
+    lines += ["", "**Method.**"]
+    lines += [f"- {line}" for line in result.method if line]
+    return "\n".join(lines) + "\n"
+
+
+def compare_json(result: CompareResult) -> str:
+    """``--format json``: every number of the table at full precision (``null`` where undefined)."""
+    return json.dumps(result.to_dict(), indent=2, allow_nan=False)
+
+
+CSV_FIELDS = ("n", "mean", "ci", "std", "median", "iqm", "iqm_low", "iqm_high", "min", "max")
+CSV_CMP = ("method", "n", "diff", "ci", "low", "high", "p", "prob_better", "wins", "losses")
+
+
+def compare_csv(result: CompareResult) -> str:
+    """``--format csv``: one line per group and metric, raw numbers."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["experiment", "group", "baseline", "n_expected", "n_completed", "n_diverged", "n_failed",
+                "n_unfinished", "metric", "better", *CSV_FIELDS, *(f"vs_baseline_{k}" for k in CSV_CMP)])
+    data = result.to_dict()
+    for g in data["groups"]:
+        for m in data["metrics"]:
+            s = g["metrics"][m["label"]]
+            c = s["vs_baseline"] or {}
+            w.writerow([data["experiment"], g["label"], int(g["baseline"]), g["n_expected"], g["n_completed"],
+                        g["n_diverged"], g["n_failed"], g["n_unfinished"], m["label"], m["better"],
+                        *(_csv(s[k]) for k in CSV_FIELDS), *(_csv(c.get(k)) for k in CSV_CMP)])
+    return buf.getvalue()
+
+
+def group_counts(g: GroupResult) -> str:
+    """``5/5 finished, 0 diverged, 0 failed``."""
+    return f"{g.n_completed}/{g.n_expected} finished, {g.n_diverged} diverged, {g.n_failed} failed"
