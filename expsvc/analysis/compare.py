@@ -417,6 +417,8 @@ def sentence(metric: Metric, cand: str, base: str, c: stats.Comparison, conf: fl
     is_better = (c.diff < 0) == metric.lower_is_better
     word = metric.better if is_better else metric.worse
     head = f"{cand} {metric.verb} {word} {metric.label} than {base}"
+    if c.note and c.ci == 0:
+        return f"{head} by {abs(c.diff):.4g} ({c.method}, n = {c.n}); {c.note}."
     if c.method == "paired":
         count = c.wins if is_better else c.losses
         shared_only = c.n < max(c.n_candidate, c.n_baseline)

@@ -182,8 +182,9 @@ def show_text(d: RunDetails) -> list[Any]:
 
 
 # ----------------------------------------------------------------------------------------- compare
-TABLE_HEADER = ("group", "runs", "diverged", "failed", "metric", "mean ± 95 % CI", "std", "median",
-                "IQM [95 % boot]", "min", "max", "Δ vs baseline ± 95 % CI", "p", "P(better)")
+GROUP_HEADER = ("group", "parameters", "finished/runs", "diverged", "failed", "unfinished", "seeds")
+METRIC_HEADER = ("group", "n", "mean ± 95 % CI", "std", "median", "IQM [95 % boot]", "min", "max",
+                 "Δ vs baseline ± 95 % CI", "p", "P(better)")
 
 
 def _mean_cell(s: dict[str, Any]) -> str:
@@ -204,45 +205,48 @@ def _iqm_cell(s: dict[str, Any]) -> str:
 
 def _diff_cell(c: dict[str, Any] | None) -> str:
     if c is None:
-        return "baseline"
+        return "(baseline)"
     if c["method"] == "none":
         return DASH if c["diff"] is None else f"{fmt(c['diff'])} (no interval)"
     tag = f"paired, {c['n']} seeds" if c["method"] == "paired" else "Welch"
     return f"{fmt(c['diff'])} ± {fmt(c['ci'])} ({tag})"
 
 
-def _nan(v: Any) -> float:
-    return math.nan if v is None else float(v)
+def _seeds(seeds: list[int]) -> str:
+    if not seeds:
+        return DASH
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds[:12])) + (", ..." if len(seeds) > 12 else "")
 
 
-def compare_rows(result: CompareResult) -> list[list[str]]:
-    """The cells of the compare table, built from the JSON form so that both show the same numbers."""
+def group_rows(result: CompareResult) -> list[list[str]]:
+    """The cells of the groups table (counts per status)."""
+    return [[g.short + (" (baseline)" if g.is_baseline else ""), g.label, f"{g.n_completed}/{g.n_expected}",
+             str(g.n_diverged), str(g.n_failed), str(g.n_unfinished), _seeds(g.seeds)] for g in result.groups]
+
+
+def compare_rows(result: CompareResult) -> dict[str, list[list[str]]]:
+    """Per metric, the cells of its table, built from the JSON form so that both show the same numbers."""
     data = result.to_dict()
-    rows = []
-    for g in data["groups"]:
-        first = True
-        for m in data["metrics"]:
+    out: dict[str, list[list[str]]] = {}
+    for m in data["metrics"]:
+        rows = []
+        for g in data["groups"]:
             s = g["metrics"][m["label"]]
             c = s["vs_baseline"]
             rows.append([
-                (g["label"] + (" (baseline)" if g["baseline"] else "")) if first else "",
-                f"{g['n_completed']}/{g['n_expected']}" if first else "",
-                str(g["n_diverged"]) if first else "",
-                str(g["n_failed"]) if first else "",
-                f"{m['label']} ({'↓' if m['better'] == 'lower' else '↑'})",
-                _mean_cell(s),
-                fmt(_nan(s["std"])),
-                fmt(_nan(s["median"])),
-                _iqm_cell({k: _nan(v) if k != "n" else v for k, v in s.items() if k in (
-                    "n", "iqm", "iqm_low", "iqm_high")}),
-                fmt(_nan(s["min"])),
-                fmt(_nan(s["max"])),
-                _diff_cell(None if c is None else {**c, "diff": c["diff"], "ci": _nan(c["ci"])}),
+                g["name"], str(s["n"]), _mean_cell(s), fmt(s["std"]), fmt(s["median"]), _iqm_cell(s),
+                fmt(s["min"]), fmt(s["max"]), _diff_cell(c),
                 DASH if c is None or c["p"] is None else fmt_p(c["p"]).removeprefix("p = "),
                 DASH if c is None or c["prob_better"] is None else fmt(c["prob_better"], 3),
             ])
-            first = False
-    return rows
+        out[m["label"]] = rows
+    return out
+
+
+def _metric_title(m: Any) -> str:
+    return f"{m.label} ({'lower' if m.lower_is_better else 'higher'} is better; {m.spec})"
 
 
 def _notes(result: CompareResult) -> list[str]:
@@ -258,15 +262,20 @@ def _sentences(result: CompareResult) -> list[str]:
 
 
 def compare_table(result: CompareResult) -> list[Any]:
-    """Renderables: the rich table, the sentences and the method."""
+    """Renderables: the groups table, one table per metric, the sentences and the method."""
     from rich.table import Table
 
-    table = Table(*TABLE_HEADER, title=f"experiment {result.experiment}", show_lines=False)
-    for i, row in enumerate(compare_rows(result)):
-        if i and row[0]:
-            table.add_section()
-        table.add_row(*row)
-    out: list[Any] = [table]
+    out: list[Any] = []
+    groups = Table(*GROUP_HEADER, title=f"experiment {result.experiment}: groups", title_justify="left")
+    for row in group_rows(result):
+        groups.add_row(*row)
+    out.append(groups)
+    rows = compare_rows(result)
+    for m in result.metrics:
+        table = Table(*METRIC_HEADER, title=_metric_title(m), title_justify="left")
+        for row in rows[m.label]:
+            table.add_row(*row)
+        out.append(table)
     out.extend(f"• {s}" for s in _sentences(result))
     out.extend(_notes(result))
     out.append("[dim]Method:[/dim]")
@@ -275,14 +284,18 @@ def compare_table(result: CompareResult) -> list[Any]:
 
 
 def compare_markdown(result: CompareResult) -> str:
-    """``--format markdown``: a pipe table, the sentences and the method."""
+    """``--format markdown``: the groups table, a pipe table per metric, the sentences and the method."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
-    lines = [f"### Experiment {esc(result.experiment)}", "", "| " + " | ".join(TABLE_HEADER) + " |",
-             "|" + "|".join("---" for _ in TABLE_HEADER) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in compare_rows(result)]
-    lines.append("")
+    def table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+                *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows), ""]
+
+    lines = [f"### Experiment {esc(result.experiment)}", "", *table(GROUP_HEADER, group_rows(result))]
+    rows = compare_rows(result)
+    for m in result.metrics:
+        lines += [f"**{esc(_metric_title(m))}**", "", *table(METRIC_HEADER, rows[m.label])]
     lines += [f"- {s}" for s in _sentences(result)]
     lines += _notes(result)
     lines += ["", "**Method.**"]

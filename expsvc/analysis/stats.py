@@ -154,10 +154,10 @@ def compare(
         diff = float(d.mean())
         sd = float(d.std(ddof=1))
         half = float(stats.t.ppf(q, n - 1) * sd / math.sqrt(n))
-        p = float(stats.ttest_rel(x, y).pvalue) if sd > 0 else (1.0 if diff == 0 else 0.0)
+        p = float(stats.ttest_rel(x, y).pvalue) if sd > 0 else NAN
         better = d < 0 if lower_is_better else d > 0
         worse = d > 0 if lower_is_better else d < 0
-        note = "" if sd > 0 else "all paired differences are equal"
+        note = "" if sd > 0 else "all paired differences are equal: no interval or test is possible"
         return Comparison("paired", n, y_all.size, x_all.size, diff, half, diff - half, diff + half, p, pb,
                           int(better.sum()), int(worse.sum()), note)
     n, m = x_all.size, y_all.size
@@ -171,8 +171,8 @@ def compare(
     vx, vy = x_all.var(ddof=1) / n, y_all.var(ddof=1) / m
     se = math.sqrt(vx + vy)
     if se == 0:
-        p = 1.0 if diff == 0 else 0.0
-        return Comparison("welch", n, m, n, diff, 0.0, diff, diff, p, pb, note="both groups have no spread")
+        return Comparison("welch", n, m, n, diff, 0.0, diff, diff, NAN, pb,
+                          note="neither group has any spread: no interval or test is possible")
     df = (vx + vy) ** 2 / (vx**2 / (n - 1) + vy**2 / (m - 1))
     half = float(stats.t.ppf(q, df) * se)
     p = float(stats.ttest_ind(x_all, y_all, equal_var=False).pvalue)

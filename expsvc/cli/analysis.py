@@ -1,0 +1,328 @@
+"""Query commands: ``runs``, ``show``, ``compare``, ``plot``, ``export``, ``rm`` (parse, call, print)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from expsvc.cli.common import DbOption, console, fail, open_store
+
+ExperimentOption = Annotated[
+    str | None, typer.Option("--experiment", "-e", help="Experiment name (default: all for runs/export, the "
+                                                        "latest for compare/plot).")]
+WhereOption = Annotated[
+    str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
+                                                   "(see docs: fields params.K, metrics.K, min/max/last/first/mean(K), "
+                                                   "status, seed, updates, epochs, duration, experiment, group, id).")]
+COMPARE_FORMATS = ("table", "markdown", "json", "csv")
+TABLE_LIMIT = 100
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn user-facing errors into ``fail`` (one line, exit 2, no traceback)."""
+    from expsvc.errors import ExpsvcError
+
+    try:
+        yield
+    except ExpsvcError as err:
+        fail(str(err))
+
+
+@contextmanager
+def _store(db: str | None) -> Iterator[Any]:
+    store = open_store(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _experiment_id(store: Any, name: str | None, *, latest: bool) -> tuple[int | None, str]:
+    """The id and name of ``--experiment`` (or of the latest when ``latest``; else no filter)."""
+    if name is None and not latest:
+        return None, ""
+    exp = store.resolve_experiment(name)
+    return exp.id, exp.name
+
+
+def runs(
+    experiment: ExperimentOption = None,
+    status: Annotated[str | None, typer.Option("--status", help="queued, running, finished, diverged, failed, "
+                                                                "interrupted or stale.")] = None,
+    where: WhereOption = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Sort key, '-' for descending: started, "
+                                                            "-metrics.test_accuracy, params.lr, min(loss)...")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help=f"At most N runs (table default "
+                                                                    f"{TABLE_LIMIT}).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+    db: DbOption = None,
+) -> None:
+    """List runs, newest first: id, experiment, the parameters that vary, seed, status, final loss..."""
+    from expsvc.analysis import listing, render
+
+    if as_json and as_csv:
+        fail("--json and --csv exclude each other; choose one")
+    table = not (as_json or as_csv)
+    wanted = limit if limit is not None else (TABLE_LIMIT if table else None)
+    with _errors(), _store(db) as store:
+        exp_id, _ = _experiment_id(store, experiment, latest=False)
+        with store.session() as session:
+            rows = listing.list_runs(session, where=where, experiment_id=exp_id, status=status, sort=sort,
+                                     limit=None if wanted is None else wanted + 1)
+    more = wanted is not None and len(rows) > wanted
+    rows = rows[:wanted] if wanted is not None else rows
+    if as_json:
+        typer.echo(render.runs_json(rows))
+        return
+    if as_csv:
+        typer.echo(render.runs_csv(rows), nl=False)
+        return
+    out = console()
+    if not rows:
+        out.print("no runs match")
+        return
+    out.print(render.runs_table(rows, listing.varying_params(rows)))
+    if more:
+        out.print(f"[dim]showing the first {wanted} runs; more match (use --limit)[/dim]")
+
+
+def show(
+    run: Annotated[str, typer.Argument(help="Run id or any unique prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    db: DbOption = None,
+) -> None:
+    """One run: config, components (plugin, package, version), status and error, summaries, loss sparkline."""
+    import json
+
+    from expsvc.analysis import listing, render
+
+    with _errors(), _store(db) as store:
+        run_id = store.resolve_run(run).id
+        with store.session() as session:
+            details = listing.run_details(session, run_id)
+    if as_json:
+        typer.echo(json.dumps(details.to_dict(), indent=2, default=str))
+        return
+    out = console()
+    for item in render.show_text(details):
+        out.print(item)
+
+
+def _metrics(session: Any, experiment_id: int, specs: list[str] | None, records: list[Any]) -> list[Any]:
+    """The metrics to compare: ``--metric`` values (checked against the data) or the defaults present."""
+    from expsvc.analysis.compare import DEFAULT_METRICS, CompareError, parse_metric, summary_keys
+    from expsvc.errors import did_you_mean
+
+    if not specs:
+        present = [m for m in DEFAULT_METRICS if any(m.value(r) is not None for r in records)]
+        return present or list(DEFAULT_METRICS[:1])
+    metrics = [parse_metric(s) for s in specs]
+    keys = summary_keys(session, experiment_id)
+    for spec, m in zip(specs, metrics, strict=True):
+        if m.field.kind == "summary" and m.field.key not in keys:
+            raise CompareError(f"--metric {spec!r}: no run of this experiment has the metric {m.field.key!r}"
+                               f"{did_you_mean(m.field.key, keys)}; known: {', '.join(keys)}")
+    labels = [m.label for m in metrics]
+    if len(set(labels)) != len(labels):
+        raise CompareError(f"--metric given twice: {', '.join(labels)}")
+    return metrics
+
+
+def _curves(session: Any, experiment_id: int, groups: list[Any], run_ids: list[str] | None = None) -> list[Any]:
+    from expsvc.analysis.plots import CurveGroup, fetch_histories
+
+    hist = fetch_histories(session, experiment_id, "loss", run_ids)
+    return [CurveGroup(g.label, {r.id: hist[r.id] for r in g.runs if r.id in hist},
+                       {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged")) for g in groups]
+
+
+def _by(by: str | None) -> list[str] | None:
+    if by is None:
+        return None
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    if not keys:
+        fail(f"--by {by!r}: give parameter keys separated by commas, e.g. optimizer,lr")
+    return keys
+
+
+def compare(
+    experiment: ExperimentOption = None,
+    by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated) instead of "
+                                                        "the whole configuration, e.g. optimizer,lr.")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric to compare; repeatable: "
+                                                     "final_loss, min_loss, test_accuracy, accuracy (= test), "
+                                                     "min(loss), updates, duration; ':lower'/':higher' sets the "
+                                                     "direction.")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline group: a label or a value such as "
+                                                                    "mini_bgd (default: the first group).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, markdown, json or csv.")] = "table",
+    plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Compare the groups of an experiment with a baseline: intervals, paired/Welch tests, P(better)."""
+    from expsvc.analysis import compare as cmp
+    from expsvc.analysis import render
+
+    if fmt not in COMPARE_FORMATS:
+        fail(f"--format {fmt!r}: allowed: {', '.join(COMPARE_FORMATS)}")
+    keys = _by(by)
+    with _errors(), _store(db) as store:
+        exp_id, exp_name = _experiment_id(store, experiment, latest=True)
+        assert exp_id is not None
+        with store.session() as session:
+            records = cmp.load_records(session, experiment_id=exp_id)
+            if not records:
+                fail(f"experiment {exp_name!r} has no runs")
+            metrics = _metrics(session, exp_id, metric, records)
+            groups = cmp.group_runs(records, keys)
+            result = cmp.compare_groups(groups, metrics, cmp.find_baseline(groups, baseline), experiment=exp_name)
+            curves = _curves(session, exp_id, groups) if plot else None
+        if curves is not None and plot is not None:
+            from expsvc.analysis.plots import plot_loss_curves
+
+            info = plot_loss_curves(curves, plot, title=f"{exp_name}: training loss, mean and 95 % t band")
+    if fmt == "json":
+        typer.echo(render.compare_json(result))
+    elif fmt == "csv":
+        typer.echo(render.compare_csv(result), nl=False)
+    elif fmt == "markdown":
+        typer.echo(render.compare_markdown(result), nl=False)
+    else:
+        out = console()
+        for item in render.compare_table(result):
+            out.print(item)
+    if plot:
+        typer.echo(f"wrote {info.path} ({info.lines} runs, {info.bands} bands)", err=True)
+
+
+def plot(
+    run: Annotated[str | None, typer.Argument(help="Run id prefix (required for --kind predictions).")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="loss (curves per group) or predictions (one run, "
+                                                     "2-D datasets).")] = "loss",
+    experiment: ExperimentOption = None,
+    by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated).")] = None,
+    x: Annotated[str, typer.Option("--x", help="x axis: update or epoch.")] = "update",
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis.")] = False,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
+                                                                "predictions.png).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Draw loss curves (mean, 95 % band, faint seeds) or a run's predictions and decision boundary."""
+    from expsvc.analysis import plots
+
+    if kind not in plots.KINDS:
+        fail(f"--kind {kind!r}: allowed: {', '.join(plots.KINDS)}")
+    if x not in plots.X_AXES:
+        fail(f"--x {x!r}: allowed: {', '.join(plots.X_AXES)}")
+    if kind == "predictions":
+        if run is None:
+            fail("--kind predictions needs a RUN id (e.g. expsvc plot --kind predictions 3f2a9c1d)")
+        target = out or "predictions.png"
+        with _errors():
+            from expsvc.runner.api import load_model
+
+            loaded = load_model(run, db=db)
+            info = plots.plot_predictions(loaded, target)
+        typer.echo(f"wrote {info.path} ({info.points} points, {info.wrong} wrong)")
+        return
+    from expsvc.analysis import compare as cmp
+
+    target = out or "loss.png"
+    keys = _by(by)
+    with _errors(), _store(db) as store:
+        run_ids = None
+        if run is not None:
+            r = store.resolve_run(run)
+            run_ids, exp_id = [r.id], r.experiment_id
+            exp_name = store.resolve_experiment(str(exp_id)).name
+        else:
+            exp_id_opt, exp_name = _experiment_id(store, experiment, latest=True)
+            assert exp_id_opt is not None
+            exp_id = exp_id_opt
+        with store.session() as session:
+            records = cmp.load_records(session, experiment_id=exp_id, run_ids=run_ids, summary_keys=())
+            if not records:
+                fail(f"experiment {exp_name!r} has no runs")
+            groups = cmp.group_runs(records, keys)
+            curves = _curves(session, exp_id, groups, run_ids)
+        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y,
+                                      title=f"{exp_name}: training loss, mean and 95 % t band")
+    for note in info.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"wrote {info.path} ({len(curves)} groups, {info.lines} runs, {info.bands} bands)")
+
+
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or json.")] = "csv",
+    where: WhereOption = None,
+    experiment: ExperimentOption = None,
+    history: Annotated[bool, typer.Option("--history", help="Include metric histories (CSV: a second file "
+                                                            "NAME.history.csv in long form).")] = False,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file ('-' for stdout).")] = "-",
+    db: DbOption = None,
+) -> None:
+    """Export runs with their config, parameters and summaries (and histories) as CSV or JSON."""
+    from expsvc.analysis import export as exp
+    from expsvc.analysis import listing
+
+    if fmt not in exp.FORMATS:
+        fail(f"--format {fmt!r}: allowed: {', '.join(exp.FORMATS)}")
+    with _errors(), _store(db) as store:
+        exp_id, _ = _experiment_id(store, experiment, latest=False)
+        with store.session() as session:
+            ids = listing.select_run_ids(session, where=where, experiment_id=exp_id)
+            written = exp.export_runs(session, ids, out, fmt, history=history)
+    if written:
+        typer.echo(f"exported {len(ids)} runs to {', '.join(written)}", err=True)
+
+
+def rm(
+    runs_: Annotated[list[str] | None, typer.Argument(metavar="[RUN]...", help="Run ids or unique prefixes.")] = None,
+    where: WhereOption = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Delete every run of this "
+                                                                              "experiment.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete runs (by id, --where or --experiment) with everything that belongs to them."""
+    from expsvc.analysis import listing
+
+    modes = sum(bool(m) for m in (runs_, where, experiment))
+    if modes != 1:
+        fail("rm: give run ids, or --where EXPR, or --experiment NAME (exactly one of them)")
+    with _errors(), _store(db) as store:
+        if runs_:
+            ids = list(dict.fromkeys(store.resolve_run(r).id for r in runs_))
+        else:
+            exp_id, _ = _experiment_id(store, experiment, latest=False)
+            with store.session() as session:
+                ids = listing.select_run_ids(session, where=where, experiment_id=exp_id)
+        if not ids:
+            typer.echo("no runs match; nothing deleted")
+            return
+        preview = ", ".join(i[:8] for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
+        if not yes:
+            if not sys.stdin.isatty():
+                fail(f"refusing to delete {len(ids)} run(s) without confirmation (stdin is not a terminal); "
+                     f"pass --yes")
+            if not typer.confirm(f"Delete {len(ids)} run(s) ({preview}) and their history?", default=False):
+                typer.echo("nothing deleted")
+                raise typer.Exit(1)
+        deleted = store.delete_runs(ids)
+    typer.echo(f"deleted {deleted} run(s): {preview}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the query commands to the ``expsvc`` app."""
+    app.command("runs")(runs)
+    app.command("show")(show)
+    app.command("compare")(compare)
+    app.command("plot")(plot)
+    app.command("export")(export)
+    app.command("rm")(rm)
