@@ -134,7 +134,8 @@ class CrossEntropy(Loss):
 
     Class-index targets ``(R, B)``: with ``lp = log_softmax(x)``, ``nll_i = −w_{y_i}·lp[i, y_i]`` and
     ``smooth_i = −Σ_c w_c·lp[i, c]`` (both zero where ``y_i = ignore_index``); ``mean`` divides both by
-    ``D = Σ_i w_{y_i}``; ``loss = (1−ε)·NLL + (ε/C)·SMOOTH``.  All targets ignored gives NaN, as in torch.
+    ``D = Σ_i w_{y_i}``; ``loss = (1−ε)·NLL + (ε/C)·SMOOTH``.  All targets ignored gives NaN and a zero
+    gradient, as in torch.
     Probability targets ``(R, B, C)``: ``y ← y(1−ε) + ε/C``, ``l_i = −Σ_c w_c·y_ic·lp_ic``, mean over B.
     Gradient (indices): ``[(1−ε)(p − onehot)·w_y + (ε/C)(p·Σ_c w_c − w)]·mask / D``.
     """
@@ -200,9 +201,12 @@ class CrossEntropy(Loss):
             grad = (1 - self.eps) * (p - onehot) * self.wy[..., None]
             if self.eps:
                 grad += (self.eps / classes) * (p * w.sum() - w) * self.mask[..., None]
-        else:
-            wt = w * self.soft
-            grad = p * wt.sum(axis=-1, keepdims=True) - wt
+            # A replica whose targets are all ignored has loss 0/0 = NaN (as in torch) but gradient 0
+            # (torch's too): its numerator is exactly 0, so divide it by 1 instead of 0.
+            denom = np.where(self.mask.any(axis=1), self.denom, 1.0)
+            return grad / denom[:, None, None]
+        wt = w * self.soft
+        grad = p * wt.sum(axis=-1, keepdims=True) - wt
         return grad / self.denom[:, None, None]
 
     def predict(self, out: np.ndarray) -> np.ndarray:
