@@ -1,0 +1,157 @@
+"""Engines for the run store: URL handling, SQLite connection settings and database-error translation."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+
+from expsvc.errors import ExpsvcError
+
+DEFAULT_URL = "sqlite:///experiments.db"
+BUSY_TIMEOUT_MS = 30_000
+
+_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+class StoreError(ExpsvcError):
+    """A one-line error about the run store (missing, corrupt, too new, unknown run...)."""
+
+
+def default_url() -> str:
+    """``$EXPSVC_DB`` or ``sqlite:///experiments.db`` (relative to the working directory)."""
+    return os.environ.get("EXPSVC_DB") or DEFAULT_URL
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` as an aware UTC datetime (SQLite returns naive datetimes, which are UTC here)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_url(url: str) -> URL:
+    """Parse a SQLAlchemy URL, turning a malformed one into a StoreError."""
+    try:
+        return make_url(url)
+    except (exc.ArgumentError, ValueError) as err:
+        raise StoreError(f"invalid database URL {url!r}: {err}") from None
+
+
+def display_url(url: str | URL) -> str:
+    """The URL as shown to users (password hidden)."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """Whether the URL names a SQLite database."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a file-backed SQLite URL (relative to the working directory), else None."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -> sa.Engine:
+    """An engine for ``url``; on SQLite every connection gets WAL, busy_timeout, foreign keys, synchronous=NORMAL.
+
+    SQLAlchemy emits BEGIN itself (pysqlite's implicit transactions are disabled); a connection whose
+    execution option ``sqlite_begin`` is ``"IMMEDIATE"`` takes the write lock when its transaction begins,
+    so read-modify-write transactions never fail with SQLITE_BUSY_SNAPSHOT under concurrent writers.
+    """
+    parsed = parse_url(url)
+    kwargs: dict[str, Any] = {}
+    if poolclass is not None:
+        kwargs["poolclass"] = poolclass
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as err:
+        raise StoreError(f"cannot use database URL {display_url(parsed)}: {err}") from None
+    if sqlite:
+        memory = sqlite_path(parsed) is None
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_begin)
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+                if not memory:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    _ENGINES.add(engine)
+    return engine
+
+
+def write_engine(engine: sa.Engine) -> sa.Engine:
+    """A view of ``engine`` whose transactions take the SQLite write lock immediately (no-op elsewhere)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+def _dispose_after_fork() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)  # never share the parent's connections with a forked child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_after_fork)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of the driver's message for ``err``."""
+    orig = getattr(err, "orig", None) or err
+    text = str(orig).strip() or type(orig).__name__
+    return text.splitlines()[0]
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """Turn operational database errors (locked, corrupt, unreachable) into one-line StoreErrors."""
+    try:
+        yield
+    except exc.DBAPIError as err:
+        message = first_line(err)
+        lowered = message.lower()
+        if "malformed" in lowered or "not a database" in lowered:
+            raise StoreError(f"{where} is corrupt ({message})") from None
+        if "database is locked" in lowered or "database is busy" in lowered:
+            raise StoreError(f"{where} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s)") from None
+        if isinstance(err, exc.OperationalError | exc.InterfaceError) and not isinstance(err, exc.IntegrityError):
+            raise StoreError(f"database error on {where}: {message}") from None
+        raise

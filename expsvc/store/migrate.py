@@ -1,0 +1,305 @@
+"""Schema migrations: the Alembic scripts in ``expsvc.migrations`` run programmatically (no alembic.ini).
+
+:func:`prepare` is what :meth:`RunStore.open` calls: it validates the database, refuses one from a newer
+expsvc, creates a new one at head (SQLite: built next to its final name, then linked into place), and
+upgrades an older one after backing it up.  Migrations hold a lock: ``fcntl`` on ``<name>.lock`` next to
+a SQLite file, ``pg_advisory_lock`` on PostgreSQL.  :func:`upgrade`, :func:`current` and :func:`head`
+serve ``expsvc db upgrade`` / ``expsvc db current``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.pool import NullPool
+
+from expsvc.store import sqlite as sqlite_files
+from expsvc.store.engine import (
+    StoreError,
+    default_url,
+    display_url,
+    make_engine,
+    parse_url,
+    sqlite_path,
+    translate_errors,
+)
+
+PG_LOCK_KEY = 0x65787073_76630001  # "expsvc" + 1: the advisory lock id of expsvc migrations
+NO_DATABASE_HINT = "run `expsvc run` to create one, or pass --db"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The outcome of :func:`prepare`: revisions before and after, and the backup made (if any)."""
+
+    before: str | None
+    after: str | None
+    backup: Path | None = None
+
+
+def script_location() -> Path:
+    """The directory of the Alembic scripts: the installed ``expsvc.migrations``, else the repo's folder."""
+    try:
+        location = importlib.resources.files("expsvc.migrations")
+        if isinstance(location, Path) and (location / "env.py").is_file():
+            return location
+        path = Path(str(location))
+        if (path / "env.py").is_file():
+            return path
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - broken install
+        pass
+    fallback = Path(__file__).resolve().parents[2] / "migrations"
+    if (fallback / "env.py").is_file():
+        return fallback
+    raise StoreError("cannot find the expsvc migration scripts (is expsvc installed correctly?)")
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """An Alembic Config for the bundled scripts; ``connection`` is handed to env.py."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The newest schema revision this expsvc knows."""
+    heads = _scripts().get_heads()
+    if len(heads) != 1:  # pragma: no cover - a packaging error
+        raise StoreError(f"the expsvc migrations have {len(heads)} heads: {', '.join(heads)}")
+    return heads[0]
+
+
+def known(revision: str) -> bool:
+    """Whether ``revision`` is one of this expsvc's migrations."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
+    except Exception:  # alembic raises ResolutionError subclasses for malformed ids
+        return False
+
+
+def _too_new(where: str, revision: str) -> StoreError:
+    return StoreError(
+        f"{where} has schema revision {revision!r}, which this expsvc does not know (its newest is "
+        f"{head()!r}); it was written by a newer expsvc — upgrade expsvc to use it (the file is untouched)"
+    )
+
+
+def _not_expsvc(where: str, tables: frozenset[str] | set[str]) -> StoreError:
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    return StoreError(
+        f"{where} is not an expsvc database (it has tables {shown} but no schema revision); refusing to touch it"
+    )
+
+
+def _run_upgrade(connection: sa.Connection, target: str = "head") -> None:
+    """Run the migrations to ``target`` inside the connection's transaction."""
+    command.upgrade(alembic_config(connection), target)
+
+
+def _revision_of(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+# ---------------------------------------------------------------------------------------------- SQLite
+
+
+def _migrate_sqlite_file(path: Path, target: str = "head") -> None:
+    """Upgrade the SQLite file in one transaction, with foreign keys off (so table rebuilds never cascade)."""
+    engine = make_engine(f"sqlite:///{path}", foreign_keys=False, poolclass=NullPool)
+    try:
+        with translate_errors(str(path)), engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                _run_upgrade(conn, target)
+                problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise StoreError(
+                        f"migrating {path} would break {len(problems)} foreign key(s) "
+                        f"(first in table {problems[0][0]!r}); nothing was changed"
+                    )
+    finally:
+        engine.dispose()
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Build a new database at head beside ``path`` and link it into place (never half-built)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _migrate_sqlite_file(tmp)
+        try:
+            os.link(tmp, path)  # atomic, and fails if someone else created the file meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # pragma: no cover - file systems without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _prepare_sqlite(path: Path, *, create: bool, upgrade: bool) -> Prepared:
+    state = sqlite_files.inspect_file(path)
+    if state.revision is not None and state.revision == head():
+        return Prepared(state.revision, state.revision)
+    # Anything else needs a decision; re-check under the lock so concurrent starts migrate only once.
+    if not state.exists and not create:
+        raise StoreError(f"no database exists at {path}; {NO_DATABASE_HINT}")
+    _check_state(str(path), state.tables, state.revision, create=create, upgrade=upgrade)
+    if not state.exists:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite_files.file_lock(path):
+        state = sqlite_files.inspect_file(path, quick_check=True)
+        _check_state(str(path), state.tables, state.revision, create=create, upgrade=upgrade)
+        if state.revision == head():
+            return Prepared(state.revision, state.revision)
+        if not state.exists:
+            _create_sqlite_file(path)
+            return Prepared(None, head())
+        copy = None
+        if state.revision is not None:
+            copy = sqlite_files.backup(path)
+        _migrate_sqlite_file(path)
+        return Prepared(state.revision, head(), copy)
+
+
+def _check_state(
+    where: str, tables: frozenset[str] | set[str], revision: str | None, *, create: bool, upgrade: bool
+) -> None:
+    if revision is None:
+        if tables - {"alembic_version"}:
+            raise _not_expsvc(where, tables)
+        if not create:
+            raise StoreError(f"no expsvc database exists at {where} (it is empty); {NO_DATABASE_HINT}")
+        return
+    if not known(revision):
+        raise _too_new(where, revision)
+    if revision != head() and not upgrade:
+        raise StoreError(
+            f"{where} has schema revision {revision!r} but this expsvc needs {head()!r}; "
+            "run `expsvc db upgrade` (a backup is made first)"
+        )
+
+
+# ------------------------------------------------------------------------------------ other databases
+
+
+@contextlib.contextmanager
+def _server_lock(conn: sa.Connection) -> Iterator[None]:
+    """Serialise migrations across processes: ``pg_advisory_lock`` on PostgreSQL, nothing elsewhere."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql(f"SELECT pg_advisory_lock({PG_LOCK_KEY})")
+    conn.commit()
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({PG_LOCK_KEY})")
+        conn.commit()
+
+
+def _state_of(conn: sa.Connection) -> tuple[set[str], str | None]:
+    tables = set(sa.inspect(conn).get_table_names())
+    revision = _revision_of(conn) if "alembic_version" in tables else None
+    conn.rollback()
+    return tables, revision
+
+
+def _prepare_server(url: str, *, create: bool, upgrade: bool) -> Prepared:
+    where = display_url(url)
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with translate_errors(where), engine.connect() as conn:
+            tables, revision = _state_of(conn)
+            if revision is not None and revision == head():
+                return Prepared(revision, revision)
+            _check_state(where, tables, revision, create=create, upgrade=upgrade)
+            with _server_lock(conn):
+                tables, revision = _state_of(conn)
+                _check_state(where, tables, revision, create=create, upgrade=upgrade)
+                if revision == head():
+                    return Prepared(revision, revision)
+                with conn.begin():  # transactional DDL: all revisions or none
+                    _run_upgrade(conn)
+                return Prepared(revision, head())
+    finally:
+        engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def prepare(url: str, *, create: bool = True, upgrade: bool = True) -> Prepared:
+    """Make sure the database at ``url`` exists (if ``create``) and is at head (if ``upgrade``), or raise."""
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        return _prepare_sqlite(path, create=create, upgrade=upgrade)
+    if parsed.get_backend_name() == "sqlite":
+        raise StoreError("in-memory SQLite databases are not supported by expsvc.store.migrate; use a file")
+    return _prepare_server(url, create=create, upgrade=upgrade)
+
+
+def upgrade(url: str | None = None) -> tuple[str | None, str]:
+    """Create or upgrade the database at ``url`` (default: :func:`default_url`) to head; return (before, after)."""
+    result = prepare(url or default_url(), create=True, upgrade=True)
+    return result.before, result.after or head()
+
+
+def current(url: str | None = None) -> str | None:
+    """The schema revision of the database at ``url`` (None if it is empty); never modifies it."""
+    url = url or default_url()
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        state = sqlite_files.inspect_file(path)
+        if not state.exists:
+            raise StoreError(f"no database exists at {path}; {NO_DATABASE_HINT}")
+        if state.revision is None and state.tables - {"alembic_version"}:
+            raise _not_expsvc(str(path), state.tables)
+        return state.revision
+    where = display_url(parsed)
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with translate_errors(where), engine.connect() as conn:
+            return _state_of(conn)[1]
+    finally:
+        engine.dispose()
+
+
+def upgrade_to(url: str, revision: str) -> None:
+    """Upgrade (or create) the SQLite file at ``url`` to a specific ``revision`` (for tests and tooling)."""
+    path = sqlite_path(url)
+    if path is None:
+        raise StoreError("upgrade_to supports SQLite files only")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite_files.file_lock(path):
+        _migrate_sqlite_file(path, revision)

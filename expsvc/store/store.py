@@ -1,0 +1,757 @@
+"""The run store: writes runs, parameters, metric history and summaries; reads them back for analysis.
+
+Every training worker process opens its own :class:`RunStore`.  Write methods run in one short transaction
+each (on SQLite ``BEGIN IMMEDIATE``, so concurrent writers queue on the 30 s busy timeout instead of
+failing).  NaN is stored as NULL in history and summaries and read back as NaN.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+
+from expsvc.errors import did_you_mean
+from expsvc.store import migrate
+from expsvc.store.engine import (
+    StoreError,
+    as_utc,
+    default_url,
+    display_url,
+    make_engine,
+    parse_url,
+    sqlite_path,
+    translate_errors,
+    utcnow,
+    write_engine,
+)
+from expsvc.store.models import (
+    Base,
+    Experiment,
+    MetricPoint,
+    MetricSummary,
+    Run,
+    RunArtifact,
+    RunComponent,
+    RunParam,
+)
+
+STATUSES = ("queued", "running", "finished", "diverged", "failed", "interrupted")
+UNFINISHED = ("queued", "running")
+FINISHED_STATUSES = ("finished", "diverged", "failed", "interrupted")
+DEFAULT_STALE_SECONDS = 600.0
+SUMMARY_FIELDS = (
+    "first", "last", "last_step", "min", "min_step", "max", "max_step", "mean", "count", "nan_count",
+)  # fmt: skip
+_IN_CHUNK = 500  # ids per IN (...) list; far below SQLite's variable limit
+_HEX = re.compile(r"[0-9a-f]+")
+
+_history = MetricPoint.__table__
+_summaries = MetricSummary.__table__
+_runs = Run.__table__
+_params = RunParam.__table__
+
+
+@dataclass
+class NewRun:
+    """A run to create: its seed, configuration group, full config and flattened scalar params."""
+
+    seed: int
+    group_key: str
+    config: dict
+    params: dict[str, object]
+
+
+@dataclass
+class ComponentRecord:
+    """A component a run used, with the plugin/package/version that provided it."""
+
+    kind: str
+    name: str
+    spec: str
+    plugin: str
+    package: str | None
+    version: str | None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> tuple[str, bool]:
+    """The driver-level INSERT for ``columns`` of ``table`` and whether it takes positional parameters."""
+    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    if compiled.positional:
+        assert tuple(compiled.positiontup or ()) == columns
+    return str(compiled), bool(compiled.positional)
+
+
+def _insert_many(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """executemany of plain tuples straight to the driver (no per-row SQLAlchemy processing)."""
+    sql, positional = _insert_sql(conn.dialect, table, columns)
+    if positional:
+        conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+    else:
+        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _num(value: Any) -> float | None:
+    """A float for a FLOAT column: NaN (and None) become NULL."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _param_columns(value: object) -> tuple[str | None, float | None]:
+    """(value_text, value_num) for a param: numbers in both, bools as 0/1 with text true/false, text only."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool | np.bool_):
+        return ("true" if value else "false"), float(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value)), float(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return repr(number), _num(number)
+    if isinstance(value, str):
+        return value, None
+    return json.dumps(value, sort_keys=True, default=str), None
+
+
+def _param_value(text: str | None, num: float | None) -> object:
+    """Invert :func:`_param_columns`."""
+    if num is None:
+        if text == "nan":
+            return math.nan
+        return text
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if text is not None and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return float(num)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # pragma: no cover
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _stale_seconds() -> float:
+    raw = os.environ.get("EXPSVC_STALE_SECONDS")
+    if not raw:
+        return DEFAULT_STALE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise StoreError(f"EXPSVC_STALE_SECONDS must be a number of seconds, not {raw!r}") from None
+    if not seconds > 0:
+        raise StoreError(f"EXPSVC_STALE_SECONDS must be positive, not {raw!r}")
+    return seconds
+
+
+def _aware_datetimes(target: Any, _context: Any) -> None:
+    """Give ORM-loaded datetimes a UTC tzinfo (SQLite returns naive UTC datetimes)."""
+    for attr in sa.inspect(type(target)).column_attrs:
+        value = target.__dict__.get(attr.key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            set_committed_value(target, attr.key, as_utc(value))
+
+
+event.listen(Base, "load", _aware_datetimes, propagate=True)
+event.listen(Base, "refresh", lambda target, context, _attrs: _aware_datetimes(target, context), propagate=True)
+
+
+class _SummaryState:
+    """A metric summary being updated in memory, chunk by chunk."""
+
+    __slots__ = ("count", "exists", "first", "last", "last_step", "max", "max_step", "mean", "min",
+                 "min_step", "nan_count", "recompute")  # fmt: skip
+
+    def __init__(self, row: Any | None) -> None:
+        self.exists = row is not None
+        self.recompute = False
+        for name in SUMMARY_FIELDS:
+            setattr(self, name, getattr(row, name) if row is not None else None)
+        self.count = self.count or 0
+        self.nan_count = self.nan_count or 0
+
+    def add(self, steps: np.ndarray, values: np.ndarray, nan: np.ndarray) -> None:
+        """Fold one chunk (increasing steps after ``last_step``) into the summary."""
+        if self.count and self.last_step is not None and int(steps[0]) <= self.last_step:
+            self.recompute = True  # out of order: recomputed from the stored history
+        if self.count == 0:
+            self.first = None if nan[0] else float(values[0])
+        self.last = None if nan[-1] else float(values[-1])
+        self.last_step = int(steps[-1])
+        n_new = int(values.size - nan.sum())
+        if n_new:
+            i_min = int(np.nanargmin(values))
+            i_max = int(np.nanargmax(values))
+            if self.min is None or values[i_min] < self.min:
+                self.min, self.min_step = float(values[i_min]), int(steps[i_min])
+            if self.max is None or values[i_max] > self.max:
+                self.max, self.max_step = float(values[i_max]), int(steps[i_max])
+            n_old = self.count - self.nan_count
+            total = float(np.nansum(values)) + (self.mean * n_old if self.mean is not None and n_old else 0.0)
+            self.mean = _num(total / (n_old + n_new))
+        self.count += int(values.size)
+        self.nan_count += int(nan.sum())
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SUMMARY_FIELDS}
+
+
+def summarize(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    """The summary fields of a whole history (NaN-aware, like the incremental updates)."""
+    state = _SummaryState(None)
+    if values.size:
+        state.add(np.asarray(steps), np.asarray(values, dtype=np.float64), np.isnan(values))
+    return state.row()
+
+
+# ------------------------------------------------------------------------------------------- the store
+
+
+class RunStore:
+    """Tracked runs in SQL (SQLite file or PostgreSQL), created and migrated on open."""
+
+    def __init__(self, url: str, engine: sa.Engine) -> None:
+        """Wrap an engine whose database is already at head; use :meth:`open` instead."""
+        self.url = url
+        self.engine = engine
+        self._writer = write_engine(engine)
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        path = sqlite_path(url)
+        self._where = str(path) if path is not None else display_url(url)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls, url: str | None = None, *, create: bool = True, upgrade: bool = True, mark_stale: bool = True
+    ) -> RunStore:
+        """Open (creating and/or upgrading as allowed) the store at ``url`` (default: :func:`default_url`)."""
+        url = url or default_url()
+        parse_url(url)
+        migrate.prepare(url, create=create, upgrade=upgrade)
+        store = cls(url, make_engine(url))
+        if mark_stale:
+            try:
+                store.mark_stale()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({display_url(self.url)!r})"
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """An ORM session: commit on success, rollback on error (``write=True``: take the write lock first)."""
+        factory = self._write_sessions if write else self._sessions
+        with translate_errors(self._where), factory() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sa.Connection]:
+        """A Core connection in one transaction (write lock taken at BEGIN when ``write``)."""
+        engine = self._writer if write else self.engine
+        with translate_errors(self._where), engine.begin() as conn:
+            yield conn
+
+    def current_revision(self) -> str | None:
+        """The schema revision of the database (head after a successful open)."""
+        with self._tx(write=False) as conn:
+            return migrate._revision_of(conn)
+
+    # ------------------------------------------------------------------ writing
+
+    def get_or_create_experiment(self, name: str, description: str | None = None) -> int:
+        """The id of the experiment ``name``, created if needed (safe when several processes race)."""
+        if not name or not name.strip():
+            raise StoreError("an experiment name must not be empty")
+        if len(name) > 200:
+            raise StoreError(f"experiment name is too long ({len(name)} characters, at most 200)")
+        table = Experiment.__table__
+        for _attempt in range(5):
+            try:
+                with self._tx() as conn:
+                    found = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
+                    if found is not None:
+                        return int(found)
+                    result = conn.execute(
+                        table.insert().values(name=name, description=description, created_at=utcnow())
+                    )
+                    return int(result.inserted_primary_key[0])
+            except exc.IntegrityError:
+                continue  # another process created it between our SELECT and INSERT
+        raise StoreError(f"could not create experiment {name!r} (concurrent creation kept failing)")
+
+    def create_runs(self, experiment_id: int, runs: Sequence[NewRun]) -> list[str]:
+        """Create queued runs with their typed params; return their ids (uuid4 hex)."""
+        now = utcnow()
+        ids = [uuid.uuid4().hex for _ in runs]
+        run_rows = []
+        param_rows = []
+        for run_id, new in zip(ids, runs, strict=True):
+            run_rows.append(
+                {
+                    "id": run_id,
+                    "experiment_id": experiment_id,
+                    "group_key": new.group_key,
+                    "seed": int(new.seed),
+                    "status": "queued",
+                    "config": new.config,
+                    "created_at": now,
+                }
+            )
+            for key, value in new.params.items():
+                text, num = _param_columns(value)
+                param_rows.append({"run_id": run_id, "key": key, "value_text": text, "value_num": num})
+        if not run_rows:
+            return []
+        try:
+            with self._tx() as conn:
+                conn.execute(_runs.insert(), run_rows)
+                if param_rows:
+                    conn.execute(_params.insert(), param_rows)
+        except exc.IntegrityError as err:
+            raise StoreError(f"cannot create runs in experiment {experiment_id}: {err.orig}") from None
+        except TypeError as err:
+            raise StoreError(f"run config is not JSON-serialisable: {err}") from None
+        return ids
+
+    def start_runs(
+        self,
+        run_ids: Sequence[str],
+        *,
+        host: str,
+        pid: int,
+        expsvc_version: str,
+        numpy_version: str,
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        """Mark runs running on ``host``/``pid`` (started_at and heartbeat_at = now)."""
+        now = utcnow()
+        values = {
+            "status": "running",
+            "started_at": now,
+            "heartbeat_at": now,
+            "host": host,
+            "pid": pid,
+            "expsvc_version": expsvc_version,
+            "numpy_version": numpy_version,
+            "steps_per_epoch": steps_per_epoch,
+            "error": None,
+        }
+        with self._tx() as conn:
+            for ids in _chunks(list(run_ids)):
+                conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(**values))
+
+    def append_history(self, key: str, chunks: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        """Append points to metric ``key`` and update its summaries and the runs' heartbeats, in one transaction."""
+        rows: list[tuple[str, str, int, float | None]] = []
+        parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        for run_id, first_step, raw in chunks:
+            values = np.asarray(raw, dtype=np.float64)
+            if values.ndim > 1:
+                raise StoreError(f"history values must be 1-D, got shape {values.shape} for run {run_id}")
+            values = values.reshape(-1)
+            if values.size == 0:
+                continue
+            first = int(first_step)
+            steps = np.arange(first, first + values.size, dtype=np.int64)
+            nan = np.isnan(values)
+            parsed.append((run_id, steps, values, nan))
+            column: list[float | None] = values.tolist()
+            if nan.any():
+                for i in np.flatnonzero(nan).tolist():
+                    column[i] = None
+            rows.extend(zip(repeat(run_id), repeat(key), steps.tolist(), column, strict=False))
+        if not parsed:
+            return
+        run_ids = list(dict.fromkeys(run_id for run_id, *_ in parsed))
+        try:
+            with self._tx() as conn:
+                _insert_many(conn, _history, ("run_id", "key", "step", "value"), rows)
+                states = self._load_summaries(conn, run_ids, key)
+                for run_id, steps, values, nan in parsed:
+                    states.setdefault(run_id, _SummaryState(None)).add(steps, values, nan)
+                for run_id, state in list(states.items()):
+                    if state.recompute:
+                        steps, values = self._history_in(conn, run_id, key)
+                        fresh = _SummaryState(None)
+                        fresh.exists = state.exists
+                        fresh.add(steps, values, np.isnan(values))
+                        states[run_id] = fresh
+                self._write_summaries(conn, key, states)
+                now = utcnow()
+                for ids in _chunks(run_ids):
+                    conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(heartbeat_at=now))
+        except exc.IntegrityError as err:
+            message = str(err.orig).lower()
+            shown = ", ".join(run_id[:8] for run_id in run_ids)
+            if "unique" in message or "duplicate" in message:
+                raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})") from None
+            raise StoreError(f"cannot append history for metric {key!r}: unknown run among {shown}") from None
+
+    def _load_summaries(self, conn: sa.Connection, run_ids: list[str], key: str) -> dict[str, _SummaryState]:
+        states: dict[str, _SummaryState] = {}
+        for ids in _chunks(run_ids):
+            query = sa.select(_summaries).where(_summaries.c.run_id.in_(ids), _summaries.c.key == key)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            for row in conn.execute(query):
+                states[row.run_id] = _SummaryState(row)
+        return states
+
+    def _write_summaries(self, conn: sa.Connection, key: str, states: dict[str, _SummaryState]) -> None:
+        inserts = [
+            {"run_id": run_id, "key": key, **state.row()} for run_id, state in states.items() if not state.exists
+        ]
+        updates = [
+            {"b_run_id": run_id, "b_key": key, **state.row()} for run_id, state in states.items() if state.exists
+        ]
+        if inserts:
+            conn.execute(_summaries.insert(), inserts)
+        if updates:
+            statement = (
+                _summaries.update()
+                .where(_summaries.c.run_id == sa.bindparam("b_run_id"), _summaries.c.key == sa.bindparam("b_key"))
+                .values({name: sa.bindparam(name) for name in SUMMARY_FIELDS})
+            )
+            conn.execute(statement, updates)
+
+    def heartbeat(self, run_ids: Sequence[str]) -> None:
+        """Set heartbeat_at = now for these runs."""
+        now = utcnow()
+        with self._tx() as conn:
+            for ids in _chunks(list(run_ids)):
+                conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(heartbeat_at=now))
+
+    def log_values(self, run_id: str, values: dict[str, float]) -> None:
+        """Store single-valued metrics (test accuracy...) as summaries with count 1 (replacing earlier ones)."""
+        if not values:
+            return
+        rows = []
+        for key, raw in values.items():
+            value = _num(raw)
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "key": key,
+                    "first": value,
+                    "last": value,
+                    "last_step": None,
+                    "min": value,
+                    "min_step": None,
+                    "max": value,
+                    "max_step": None,
+                    "mean": value,
+                    "count": 1,
+                    "nan_count": 1 if value is None else 0,
+                }
+            )
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    _summaries.delete().where(_summaries.c.run_id == run_id, _summaries.c.key.in_(list(values)))
+                )
+                conn.execute(_summaries.insert(), rows)
+        except exc.IntegrityError:
+            raise StoreError(f"cannot log values: unknown run {run_id}") from None
+
+    def set_components(self, run_id: str, components: Sequence[ComponentRecord]) -> None:
+        """Record (replacing any earlier record) the components a run used, in order."""
+        table = RunComponent.__table__
+        rows = [
+            {
+                "run_id": run_id,
+                "position": position,
+                "kind": c.kind,
+                "name": c.name,
+                "spec": c.spec,
+                "plugin": c.plugin,
+                "package": c.package,
+                "version": c.version,
+            }
+            for position, c in enumerate(components)
+        ]
+        try:
+            with self._tx() as conn:
+                conn.execute(table.delete().where(table.c.run_id == run_id))
+                if rows:
+                    conn.execute(table.insert(), rows)
+        except exc.IntegrityError:
+            raise StoreError(f"cannot record components: unknown run {run_id}") from None
+
+    def save_params(self, run_id: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store the final parameters as a compressed ``.npz`` blob (artifact kind ``params``)."""
+        buffer = io.BytesIO()
+        arrays = {name: np.asarray(value) for name, value in arrays.items()}
+        np.savez_compressed(buffer, **arrays)
+        data = buffer.getvalue()
+        meta = {
+            "format": "npz",
+            "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+        }
+        table = RunArtifact.__table__
+        try:
+            with self._tx() as conn:
+                conn.execute(table.delete().where(table.c.run_id == run_id, table.c.kind == "params"))
+                conn.execute(table.insert().values(run_id=run_id, kind="params", data=data, meta=meta))
+        except exc.IntegrityError:
+            raise StoreError(f"cannot save parameters: unknown run {run_id}") from None
+
+    def load_params(self, run_id: str) -> dict[str, np.ndarray]:
+        """The parameters saved by :meth:`save_params` (StoreError if there are none)."""
+        table = RunArtifact.__table__
+        with self._tx(write=False) as conn:
+            data = conn.execute(
+                sa.select(table.c.data).where(table.c.run_id == run_id, table.c.kind == "params")
+            ).scalar()
+        if data is None:
+            raise StoreError(f"run {run_id} has no saved parameters (it did not finish training?)")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        updates: int | None = None,
+        epochs: int | None = None,
+        converged: bool | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Record the end of a run (status, ended_at = now, and whatever counters are given)."""
+        if status not in FINISHED_STATUSES:
+            raise StoreError(f"cannot finish a run with status {status!r} (one of {', '.join(FINISHED_STATUSES)})")
+        values: dict[str, Any] = {"status": status, "ended_at": utcnow(), "error": error}
+        for name, value in (("updates", updates), ("epochs", epochs), ("converged", converged), ("duration", duration)):
+            if value is not None:
+                values[name] = value
+        with self._tx() as conn:
+            result = conn.execute(_runs.update().where(_runs.c.id == run_id).values(**values))
+            if result.rowcount == 0:
+                raise StoreError(f"cannot finish run {run_id}: no such run")
+
+    def mark_unfinished(self, run_ids: Sequence[str], status: str = "interrupted", error: str | None = None) -> int:
+        """Give runs still queued/running the final ``status``; return how many changed."""
+        if status not in FINISHED_STATUSES:
+            raise StoreError(f"cannot mark runs {status!r} (one of {', '.join(FINISHED_STATUSES)})")
+        changed = 0
+        now = utcnow()
+        with self._tx() as conn:
+            for ids in _chunks(list(run_ids)):
+                result = conn.execute(
+                    _runs.update()
+                    .where(_runs.c.id.in_(ids), _runs.c.status.in_(UNFINISHED))
+                    .values(status=status, error=error, ended_at=now)
+                )
+                changed += result.rowcount
+        return changed
+
+    def mark_stale(self) -> int:
+        """Fail runs still ``running`` whose local process is gone or whose heartbeat is too old; return how many."""
+        limit = _stale_seconds()
+        host = socket.gethostname()
+        now = utcnow()
+        columns = (_runs.c.id, _runs.c.host, _runs.c.pid, _runs.c.heartbeat_at, _runs.c.started_at)
+        with self._tx(write=False) as conn:
+            running = conn.execute(sa.select(*columns).where(_runs.c.status == "running")).all()
+        stale: list[tuple[str, datetime | None, str]] = []
+        for run_id, run_host, pid, heartbeat_at, started_at in running:
+            last = as_utc(heartbeat_at) or as_utc(started_at)
+            if run_host == host and pid is not None and not _pid_alive(pid):
+                stale.append((run_id, heartbeat_at, f"stale: its process {pid} on {host} is gone"))
+            elif last is None or (now - last).total_seconds() > limit:
+                since = "ever" if last is None else last.strftime("%Y-%m-%d %H:%M:%S UTC")
+                stale.append((run_id, heartbeat_at, f"stale: no heartbeat since {since} (limit {limit:g} s)"))
+        if not stale:
+            return 0
+        changed = 0
+        with self._tx() as conn:
+            for run_id, heartbeat_at, reason in stale:
+                beat = _runs.c.heartbeat_at.is_(None) if heartbeat_at is None else _runs.c.heartbeat_at == heartbeat_at
+                result = conn.execute(
+                    _runs.update()
+                    .where(_runs.c.id == run_id, _runs.c.status == "running", beat)
+                    .values(status="failed", error=reason, ended_at=now)
+                )
+                changed += result.rowcount
+        return changed
+
+    # ------------------------------------------------------------------ reading
+
+    def resolve_experiment(self, ref: str | None) -> Experiment:
+        """The experiment named ``ref`` (or with that id); None means the latest created."""
+        with self._sessions() as session, translate_errors(self._where):
+            if ref is None:
+                latest = session.scalars(
+                    sa.select(Experiment).order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(1)
+                ).first()
+                if latest is None:
+                    raise StoreError(f"there are no experiments in {self._where} yet; run `expsvc run` first")
+                return latest
+            found = session.scalars(sa.select(Experiment).where(Experiment.name == ref)).first()
+            if found is None and ref.strip().isdigit():
+                found = session.get(Experiment, int(ref))
+            if found is not None:
+                return found
+            names = list(session.scalars(sa.select(Experiment.name)))
+        if not names:
+            raise StoreError(f"unknown experiment {ref!r}: there are no experiments in {self._where} yet")
+        hint = did_you_mean(ref, names)
+        if not hint and len(names) <= 10:
+            hint = f" (known: {', '.join(sorted(names))})"
+        raise StoreError(f"unknown experiment {ref!r}{hint}")
+
+    def resolve_run(self, prefix: str) -> Run:
+        """The run whose id starts with ``prefix`` (like git); StoreError if none or several match."""
+        wanted = prefix.strip().lower()
+        if not wanted or not _HEX.fullmatch(wanted) or len(wanted) > 32:
+            raise StoreError(f"{prefix!r} is not a run id (run ids are hexadecimal, e.g. 3f2a9c1d)")
+        with self._sessions() as session, translate_errors(self._where):
+            query = sa.select(Run).where(Run.id >= wanted, Run.id < wanted + "g").order_by(Run.id).limit(11)
+            matches = [run for run in session.scalars(query) if run.id.startswith(wanted)]
+        if not matches:
+            raise StoreError(f"no run id starts with {wanted!r}")
+        if len(matches) > 1:
+            shown = ", ".join(run.id[: max(len(wanted) + 4, 8)] for run in matches[:10])
+            more = ", ..." if len(matches) > 10 else ""
+            raise StoreError(f"run prefix {wanted!r} is ambiguous: {shown}{more}")
+        return matches[0]
+
+    def _history_in(self, conn: sa.Connection, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = conn.execute(
+            sa.select(_history.c.step, _history.c.value)
+            .where(_history.c.run_id == run_id, _history.c.key == key)
+            .order_by(_history.c.step)
+        ).all()
+        return _arrays(rows)
+
+    def history(self, run_id: str, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
+        """(steps int64, values float64 with NaN) of one metric of one run, in step order."""
+        with self._tx(write=False) as conn:
+            return self._history_in(conn, run_id, key)
+
+    def histories(self, run_ids: Sequence[str], key: str = "loss") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`history` for many runs at once (one query per 500 runs); every requested id is a key."""
+        ids = list(dict.fromkeys(run_ids))
+        grouped: dict[str, list[tuple[int, float | None]]] = {run_id: [] for run_id in ids}
+        with self._tx(write=False) as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(_history.c.run_id, _history.c.step, _history.c.value)
+                    .where(_history.c.run_id.in_(chunk), _history.c.key == key)
+                    .order_by(_history.c.run_id, _history.c.step)
+                )
+                for run_id, step, value in rows:
+                    grouped[run_id].append((step, value))
+        return {run_id: _arrays(rows) for run_id, rows in grouped.items()}
+
+    def summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, dict[str, float | int | None]]]:
+        """run id → metric key → summary fields (first, last, min/max with steps, mean, count...)."""
+        ids = list(dict.fromkeys(run_ids))
+        result: dict[str, dict[str, dict[str, float | int | None]]] = {run_id: {} for run_id in ids}
+        with self._tx(write=False) as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(sa.select(_summaries).where(_summaries.c.run_id.in_(chunk))):
+                    result[row.run_id][row.key] = {name: getattr(row, name) for name in SUMMARY_FIELDS}
+        return result
+
+    def params(self, run_ids: Sequence[str]) -> dict[str, dict[str, object]]:
+        """run id → flattened params with their Python types restored."""
+        ids = list(dict.fromkeys(run_ids))
+        result: dict[str, dict[str, object]] = {run_id: {} for run_id in ids}
+        with self._tx(write=False) as conn:
+            for chunk in _chunks(ids):
+                query = sa.select(_params).where(_params.c.run_id.in_(chunk)).order_by(_params.c.run_id, _params.c.key)
+                for row in conn.execute(query):
+                    result[row.run_id][row.key] = _param_value(row.value_text, row.value_num)
+        return result
+
+    def components(self, run_id: str) -> list[ComponentRecord]:
+        """The components a run used, in the order they were recorded."""
+        table = RunComponent.__table__
+        with self._tx(write=False) as conn:
+            rows = conn.execute(sa.select(table).where(table.c.run_id == run_id).order_by(table.c.position)).all()
+        return [ComponentRecord(r.kind, r.name, r.spec, r.plugin, r.package, r.version) for r in rows]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete runs and (by ON DELETE CASCADE) everything that belongs to them; return how many."""
+        deleted = 0
+        with self._tx() as conn:
+            for ids in _chunks(list(dict.fromkeys(run_ids))):
+                deleted += conn.execute(_runs.delete().where(_runs.c.id.in_(ids))).rowcount
+        return deleted
+
+
+def _arrays(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) arrays from (step, value-or-None) rows."""
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    steps = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    values = np.array([row[1] for row in rows], dtype=np.float64)  # None (NULL) becomes NaN
+    return steps, values

@@ -1,0 +1,354 @@
+"""Tests of the Alembic migrations and of how RunStore.open treats new, old, too-new and broken databases."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from expsvc.store import RunStore, StoreError, migrate
+from expsvc.store.models import Base
+
+REPO = Path(__file__).resolve().parents[1]
+BACKUP_NAME = re.compile(r"runs\.db\.bak-\d{8}-\d{6}(-\d+)?$")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "runs.db"
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def snapshot(path: Path) -> tuple[bytes, int, list[str]]:
+    """Bytes, mtime and the directory listing: what must not change when a file is refused."""
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(path.parent))
+
+
+def schema_diffs(url: str) -> list:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def make_head_db(path: Path, with_data: bool = True) -> None:
+    with RunStore.open(url_of(path)) as store:
+        if with_data:
+            exp = store.get_or_create_experiment("exp")
+            from expsvc.store import NewRun
+
+            (run_id,) = store.create_runs(exp, [NewRun(0, "g", {"a": 1}, {"a": 1})])
+            store.append_history("loss", [(run_id, 0, np.linspace(1, 0, 500))])
+
+
+# ---------------------------------------------------------------------------------------- the scripts
+
+
+def test_scripts_are_found_and_linear() -> None:
+    location = migrate.script_location()
+    assert (location / "env.py").is_file() and (location / "script.py.mako").is_file()
+    assert migrate.head() == "0002"
+    script = migrate._scripts()
+    assert [rev.revision for rev in script.walk_revisions()] == ["0002", "0001"]
+    assert migrate.known("0001") and not migrate.known("0099") and not migrate.known("zz!")
+
+
+def test_new_database_is_created_at_head_by_the_migrations(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_create_all(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the schema must come from the migrations")
+
+    monkeypatch.setattr(Base.metadata, "create_all", no_create_all)
+    with RunStore.open(url_of(path)) as store:
+        assert store.current_revision() == "0002"
+    assert schema_diffs(url_of(path)) == []
+    tables = set(sa.inspect(sa.create_engine(url_of(path))).get_table_names())
+    assert tables == {*Base.metadata.tables, "alembic_version"}
+    assert (path.parent / "runs.db.lock").exists()  # the migration lock lives next to the database
+    assert not [name for name in os.listdir(path.parent) if ".new-" in name]  # no build leftovers
+
+
+def test_new_database_in_a_new_directory(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "runs.db"
+    with RunStore.open(url_of(path)) as store:
+        assert store.current_revision() == "0002"
+
+
+def test_missing_database_with_create_false(path: Path) -> None:
+    with pytest.raises(StoreError, match=r"no database exists at .*runs\.db.*expsvc run") as info:
+        RunStore.open(url_of(path), create=False)
+    assert "\n" not in str(info.value)
+    assert os.listdir(path.parent) == []
+
+
+def test_empty_file_becomes_a_database(path: Path) -> None:
+    path.touch()
+    with pytest.raises(StoreError, match="no expsvc database exists"):
+        RunStore.open(url_of(path), create=False)
+    with RunStore.open(url_of(path)) as store:
+        assert store.current_revision() == "0002"
+
+
+# ---------------------------------------------------------------------------------------- broken files
+
+
+@pytest.mark.parametrize(
+    "content",
+    [os.urandom(8192), b"name,value\n" * 100, b"SQLite format 2\x00" + bytes(4080)],
+    ids=["random", "csv", "almost-sqlite"],
+)
+@pytest.mark.parametrize("create", [True, False])
+def test_not_a_sqlite_file_is_refused_untouched(path: Path, content: bytes, create: bool) -> None:
+    path.write_bytes(content)
+    before = snapshot(path)
+    with pytest.raises(StoreError, match=r"runs\.db is not a SQLite database") as info:
+        RunStore.open(url_of(path), create=create)
+    assert "\n" not in str(info.value)
+    assert snapshot(path) == before
+
+
+def _corrupt_copies(source: Path, tmp_path: Path) -> dict[str, Path]:
+    data = source.read_bytes()
+    rng = np.random.default_rng(0)
+    page = int.from_bytes(data[16:18], "big")
+    variants = {
+        "header-then-garbage": data[:100] + rng.bytes(len(data) - 100),
+        "first-page-then-garbage": data[:page] + rng.bytes(len(data) - page),
+        "truncated": data[: len(data) - page // 2],
+        "bad-page-size": data[:16] + b"\x03\x00" + data[18:],
+    }
+    out = {}
+    for name, content in variants.items():
+        target = tmp_path / name / "runs.db"
+        target.parent.mkdir()
+        target.write_bytes(content)
+        out[name] = target
+    return out
+
+
+def test_corrupt_files_are_refused_untouched(tmp_path: Path) -> None:
+    source = tmp_path / "good.db"
+    make_head_db(source)
+    for name, path in _corrupt_copies(source, tmp_path).items():
+        before = snapshot(path)
+        with pytest.raises(StoreError, match=r"runs\.db is corrupt") as info:
+            RunStore.open(url_of(path))
+        assert "\n" not in str(info.value), name
+        assert snapshot(path) == before, name
+        with pytest.raises(StoreError, match="corrupt"):
+            migrate.current(url_of(path))
+
+
+def test_foreign_sqlite_database_is_refused_untouched(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    conn.commit()
+    conn.close()
+    before = snapshot(path)
+    with pytest.raises(StoreError, match=r"is not an expsvc database .*invoices"):
+        RunStore.open(url_of(path))
+    assert snapshot(path) == before
+
+
+def test_database_from_a_newer_expsvc_is_refused_untouched(path: Path) -> None:
+    make_head_db(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    conn.commit()
+    conn.close()
+    before = snapshot(path)
+    for attempt in (
+        lambda: RunStore.open(url_of(path)),
+        lambda: RunStore.open(url_of(path), upgrade=False),
+        lambda: migrate.upgrade(url_of(path)),
+    ):
+        with pytest.raises(StoreError, match=r"'0099_future'.*does not know.*newest is '0002'"):
+            attempt()
+    assert migrate.current(url_of(path)) == "0099_future"
+    assert snapshot(path) == before
+
+
+# ------------------------------------------------------------------------------------------- upgrades
+
+
+def _build_0001_database(path: Path) -> dict[str, np.ndarray]:
+    """A database at revision 0001 with history (NaNs, ties, an all-NaN metric), left with an open WAL."""
+    migrate.upgrade_to(url_of(path), "0001")
+    rng = np.random.default_rng(3)
+    series = {
+        "r1": rng.normal(size=40),
+        "r2": np.array([np.nan, 2.0, 1.0, 1.0, 5.0, 5.0, np.nan]),
+        "r3": np.full(3, np.nan),
+    }
+    series["r1"][[0, 7, 8]] = [np.nan, np.nan, np.nan]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # keep the rows in the -wal: the backup must include them
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO experiments (id, name, created_at) VALUES (1, 'old', '2025-01-01 00:00:00')")
+    for name, values in series.items():
+        run_id = name.ljust(32, "0")
+        conn.execute(
+            "INSERT INTO runs (id, experiment_id, group_key, seed, status, config, created_at)"
+            " VALUES (?, 1, 'g', 0, 'finished', '{}', '2025-01-01 00:00:00')",
+            (run_id,),
+        )
+        rows = [(run_id, "loss", 10 + 2 * i, None if np.isnan(v) else float(v)) for i, v in enumerate(values)]
+        conn.executemany("INSERT INTO metric_history VALUES (?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+    _build_0001_database.keep_open = conn  # type: ignore[attr-defined]
+    return {name.ljust(32, "0"): values for name, values in series.items()}
+
+
+def _expected(steps: np.ndarray, values: np.ndarray) -> dict[str, object]:
+    finite = ~np.isnan(values)
+    out: dict[str, object] = {
+        "first": None if np.isnan(values[0]) else float(values[0]),
+        "last": None if np.isnan(values[-1]) else float(values[-1]),
+        "last_step": int(steps[-1]),
+        "count": int(values.size),
+        "nan_count": int((~finite).sum()),
+        "min": None,
+        "min_step": None,
+        "max": None,
+        "max_step": None,
+        "mean": None,
+    }
+    if finite.any():
+        out |= {
+            "min": float(np.nanmin(values)),
+            "min_step": int(steps[np.nanargmin(values)]),
+            "max": float(np.nanmax(values)),
+            "max_step": int(steps[np.nanargmax(values)]),
+            "mean": pytest.approx(float(np.nanmean(values)), rel=1e-12),
+        }
+    return out
+
+
+def test_upgrade_from_0001_backs_up_and_backfills_summaries(path: Path) -> None:
+    series = _build_0001_database(path)
+    try:
+        assert migrate.current(url_of(path)) == "0001"
+        with RunStore.open(url_of(path)) as store:
+            assert store.current_revision() == "0002"
+            summaries = store.summaries(list(series))
+            for run_id, values in series.items():
+                steps = 10 + 2 * np.arange(values.size)
+                assert summaries[run_id]["loss"] == _expected(steps, values), run_id
+                store.append_history("loss", [(run_id, 1000, [-100.0])])  # the backfilled summary keeps working
+                got_steps, got_values = store.history(run_id)
+                assert store.summaries([run_id])[run_id]["loss"] == _expected(got_steps, got_values)
+    finally:
+        _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
+    assert schema_diffs(url_of(path)) == []
+    backups = [name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]
+    assert len(backups) == 1
+    backup = sqlite3.connect(path.parent / backups[0])
+    assert backup.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+    assert backup.execute("SELECT count(*) FROM metric_history").fetchone() == (50,)
+    assert backup.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    backup.close()
+
+
+def test_old_database_with_upgrade_false_is_refused_untouched(path: Path) -> None:
+    _build_0001_database(path)
+    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
+    before = snapshot(path)
+    with pytest.raises(StoreError, match=r"revision '0001' but this expsvc needs '0002'.*expsvc db upgrade"):
+        RunStore.open(url_of(path), upgrade=False)
+    assert snapshot(path) == before
+
+
+def test_migrate_helpers(path: Path) -> None:
+    url = url_of(path)
+    with pytest.raises(StoreError, match="no database exists"):
+        migrate.current(url)
+    assert migrate.upgrade(url) == (None, "0002")
+    assert migrate.upgrade(url) == ("0002", "0002")
+    assert migrate.current(url) == "0002"
+    other = path.with_name("old.db")
+    migrate.upgrade_to(url_of(other), "0001")
+    assert migrate.current(url_of(other)) == "0001"
+    assert migrate.upgrade(url_of(other)) == ("0001", "0002")
+
+
+def test_downgrade_to_base_and_up_again(path: Path) -> None:
+    make_head_db(path)
+    engine = sa.create_engine(url_of(path))
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0001")
+        assert "metric_summaries" not in sa.inspect(conn).get_table_names()
+        command.downgrade(migrate.alembic_config(conn), "base")
+        assert sa.inspect(conn).get_table_names() == ["alembic_version"]
+    engine.dispose()
+    with RunStore.open(url_of(path)) as store:
+        assert store.current_revision() == "0002"
+    assert schema_diffs(url_of(path)) == []
+
+
+def test_alembic_command_line(path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ini = REPO / "migrations" / "alembic.ini"
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url_of(path)}", "upgrade", "0001"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert migrate.current(url_of(path)) == "0001"
+
+
+OPENER = textwrap.dedent(
+    """
+    import os, sys, time
+    from expsvc.store import RunStore
+    url, go = sys.argv[1], sys.argv[2]
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with RunStore.open(url) as store:
+        print(store.current_revision())
+    """
+)
+
+
+@pytest.mark.slow
+def test_concurrent_opens_upgrade_once(path: Path) -> None:
+    _build_0001_database(path)
+    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
+    go = path.parent / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, url_of(path), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(0.5)
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == ["0002"] * 4
+    assert len([name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]) == 1
