@@ -104,8 +104,9 @@ class Token:
     text: str
 
 
-_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_DIGITS = frozenset("0123456789")
+_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*", re.ASCII)
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
 
@@ -143,19 +144,20 @@ def tokenize(text: str) -> list[Token]:
             i += 1
         elif c in "'\"":
             i = _string(text, i, tokens)
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        elif c in _DIGITS or (c == "." and i + 1 < n and text[i + 1] in _DIGITS):
             m = _NUMBER.match(text, i)
             assert m is not None
             end = m.end()
             if end < n and (text[end].isalnum() or text[end] in "_."):
                 raise GrammarError(f"malformed number {text[i:end + 1]!r}", text, i)
             raw = m.group()
+            value: float | int
             try:
-                value: float | int = int(raw) if raw.isdigit() else float(raw)
-            except (ValueError, OverflowError) as err:  # pragma: no cover - the regex admits only numbers
-                raise GrammarError(f"malformed number {raw!r}", text, i) from err
-            if isinstance(value, int) and value > MAX_INT:
-                value = float(value)
+                value = int(raw) if raw.isdigit() else float(raw)
+                if isinstance(value, int) and value > MAX_INT:
+                    value = float(value)
+            except OverflowError:
+                value = math.inf
             if not math.isfinite(value):
                 raise GrammarError(f"number {raw!r} is out of range (must be a finite float)", text, i)
             tokens.append(Token("number", value, i, raw))
@@ -582,10 +584,7 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
     if f.kind == "param":
         raw = run.get("params", {}).get(f.key)
         lit = node.pattern if isinstance(node, Like) else (node.value if isinstance(node, Compare) else node.values[0])
-        if lit.kind == "text":
-            value = raw if isinstance(raw, str) else None
-        else:
-            value = raw if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        value = _param_as(raw, lit.kind)
     elif f.kind == "summary":
         value = run.get("summaries", {}).get(f.key, {}).get(f.stat)
         if value is not None and math.isnan(value):
@@ -600,6 +599,21 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
         inside = value in [v.value for v in node.values]
         return inside != node.negated
     return _like(value, str(node.pattern.value)) != node.negated
+
+
+def _param_as(raw: Any, kind: str) -> Any:
+    """A parameter's ``value_text`` or ``value_num`` as the store writes them (numbers have both)."""
+    if raw is None:
+        return None
+    if kind == "text":
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        if isinstance(raw, float):
+            return None if math.isnan(raw) else repr(raw)
+        return str(raw)
+    if isinstance(raw, bool | int | float):
+        return None if math.isnan(float(raw)) else float(raw)
+    return None
 
 
 def _like(value: str, pattern: str) -> bool:

@@ -83,13 +83,12 @@ def runs(
     if as_csv:
         typer.echo(render.runs_csv(rows), nl=False)
         return
-    out = console()
     if not rows:
-        out.print("no runs match")
+        typer.echo("no runs match")
         return
-    out.print(render.runs_table(rows, listing.varying_params(rows)))
+    typer.echo(render.runs_table(rows, listing.varying_params(rows)))
     if more:
-        out.print(f"[dim]showing the first {wanted} runs; more match (use --limit)[/dim]")
+        typer.echo(f"showing the first {wanted} runs; more match (use --limit)")
 
 
 def show(
