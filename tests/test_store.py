@@ -208,6 +208,10 @@ def test_create_runs_and_typed_params(store: RunStore) -> None:
 def test_create_runs_in_unknown_experiment(store: RunStore) -> None:
     with pytest.raises(StoreError, match="cannot create runs in experiment 999"):
         store.create_runs(999, new_runs(1))
+    exp_id = store.get_or_create_experiment("exp")
+    with pytest.raises(StoreError, match="not JSON-serialisable: Object of type set"):
+        store.create_runs(exp_id, [NewRun(seed=0, group_key="g", config={"a": {1, 2}}, params={})])
+    assert count(store, Run) == 0
 
 
 def test_start_runs(store: RunStore) -> None:

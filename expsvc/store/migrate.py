@@ -264,7 +264,9 @@ def prepare(url: str, *, create: bool = True, upgrade: bool = True) -> Prepared:
     if path is not None:
         return _prepare_sqlite(path, create=create, upgrade=upgrade)
     if parsed.get_backend_name() == "sqlite":
-        raise StoreError("in-memory SQLite databases are not supported by expsvc.store.migrate; use a file")
+        raise StoreError(
+            f"unsupported SQLite URL {url!r}: in-memory and file: URIs are not supported; use sqlite:///path/to/runs.db"
+        )
     return _prepare_server(url, create=create, upgrade=upgrade)
 
 

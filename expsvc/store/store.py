@@ -375,8 +375,10 @@ class RunStore:
                     conn.execute(_params.insert(), param_rows)
         except exc.IntegrityError as err:
             raise StoreError(f"cannot create runs in experiment {experiment_id}: {err.orig}") from None
-        except TypeError as err:
-            raise StoreError(f"run config is not JSON-serialisable: {err}") from None
+        except exc.StatementError as err:
+            if isinstance(err.orig, TypeError | ValueError):
+                raise StoreError(f"run config is not JSON-serialisable: {err.orig}") from None
+            raise
         return ids
 
     def start_runs(
