@@ -68,6 +68,8 @@ def runs(
 
     if as_json and as_csv:
         fail("--json and --csv exclude each other; choose one")
+    if limit is not None and limit < 1:
+        fail(f"--limit {limit}: must be a positive number of runs")
     table = not (as_json or as_csv)
     wanted = limit if limit is not None else (TABLE_LIMIT if table else None)
     with _errors(), _store(db) as store:
