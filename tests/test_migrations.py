@@ -276,6 +276,29 @@ def test_old_database_with_upgrade_false_is_refused_untouched(path: Path) -> Non
     assert snapshot(path) == before
 
 
+def test_failed_migration_is_rolled_back(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _build_0001_database(path)
+    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
+    real = migrate._run_upgrade
+
+    def upgrade_then_fail(connection: sa.Connection, target: str = "head") -> None:
+        real(connection, target)
+        assert "metric_summaries" in sa.inspect(connection).get_table_names()
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(migrate, "_run_upgrade", upgrade_then_fail)
+    with pytest.raises(StoreError, match=r"from 0001 to 0002 failed \(RuntimeError: disk on fire\).*unchanged.*bak-"):
+        RunStore.open(url_of(path))
+    assert migrate.current(url_of(path)) == "0001"  # one transaction: the DDL was rolled back too
+    conn = sqlite3.connect(path)
+    assert "metric_summaries" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert conn.execute("SELECT count(*) FROM metric_history").fetchone() == (50,)
+    conn.close()
+    monkeypatch.setattr(migrate, "_run_upgrade", real)
+    with RunStore.open(url_of(path)) as store:
+        assert store.current_revision() == "0002"
+
+
 def test_migrate_helpers(path: Path) -> None:
     url = url_of(path)
     with pytest.raises(StoreError, match="no database exists"):

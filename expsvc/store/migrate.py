@@ -31,6 +31,7 @@ from expsvc.store.engine import (
     StoreError,
     default_url,
     display_url,
+    first_line,
     make_engine,
     parse_url,
     sqlite_path,
@@ -184,7 +185,16 @@ def _prepare_sqlite(path: Path, *, create: bool, upgrade: bool) -> Prepared:
         copy = None
         if state.revision is not None:
             copy = sqlite_files.backup(path)
-        _migrate_sqlite_file(path)
+        try:
+            _migrate_sqlite_file(path)
+        except StoreError:
+            raise
+        except Exception as err:  # the migration ran in one transaction, which was rolled back
+            saved = f"; a backup is at {copy}" if copy is not None else ""
+            raise StoreError(
+                f"migrating {path} from {state.revision or 'empty'} to {head()} failed "
+                f"({type(err).__name__}: {first_line(err)}); the database was left unchanged{saved}"
+            ) from err
         return Prepared(state.revision, head(), copy)
 
 

@@ -144,18 +144,25 @@ def backup(path: Path) -> Path:
     while target.exists():
         target = path.with_name(f"{path.name}.bak-{stamp}-{n}")
         n += 1
-    source = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        source.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        source.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        # The backup API copies a consistent snapshot page by page even if another process writes meanwhile.
-        dest = sqlite3.connect(str(target))
+        source = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            source.backup(dest)
+            source.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            source.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # The backup API copies a consistent snapshot page by page, even if another process writes meanwhile.
+            dest = sqlite3.connect(str(target))
+            try:
+                source.backup(dest)
+            finally:
+                dest.close()
         finally:
-            dest.close()
-    finally:
-        source.close()
+            source.close()
+    except sqlite3.Error as err:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        raise StoreError(
+            f"cannot back up {path} to {target.name} before migrating it: {err}; nothing was changed"
+        ) from None
     return target
 
 
