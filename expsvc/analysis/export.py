@@ -67,7 +67,7 @@ def _run_dict(r: RunRecord, experiment: str) -> dict[str, Any]:
 def export_data(session: Session, run_ids: Sequence[str], *, history: bool = False) -> list[dict[str, Any]]:
     """The exported runs as dicts (oldest first): columns, config, params, summaries and maybe histories."""
     records = load_records(session, run_ids=run_ids)
-    names = dict(session.execute(select(Experiment.id, Experiment.name)).tuples().all())
+    names = {eid: name for eid, name in session.execute(select(Experiment.id, Experiment.name))}
     rows = [_run_dict(r, names.get(r.experiment_id, "?")) for r in records]
     if history:
         hist = fetch_all_histories(session, [r.id for r in records])

@@ -42,6 +42,11 @@ def _store(db: str | None) -> Iterator[Any]:
         store.close()
 
 
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def _experiment_id(store: Any, name: str | None, *, latest: bool) -> tuple[int | None, str]:
     """The id and name of ``--experiment`` (or of the latest when ``latest``; else no filter)."""
     if name is None and not latest:
@@ -309,7 +314,7 @@ def rm(
             return
         preview = ", ".join(i[:8] for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
         if not yes:
-            if not sys.stdin.isatty():
+            if not _interactive():
                 fail(f"refusing to delete {len(ids)} run(s) without confirmation (stdin is not a terminal); "
                      f"pass --yes")
             if not typer.confirm(f"Delete {len(ids)} run(s) ({preview}) and their history?", default=False):
