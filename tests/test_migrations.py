@@ -345,6 +345,7 @@ OPENER = textwrap.dedent(
     import os, sys, time
     from expsvc.store import RunStore
     url, go = sys.argv[1], sys.argv[2]
+    open(f"{go}.ready-{os.getpid()}", "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
     with RunStore.open(url) as store:
@@ -369,8 +370,11 @@ def test_concurrent_opens_upgrade_once(path: Path) -> None:
         )
         for _ in range(4)
     ]
-    time.sleep(0.5)
-    go.touch()
+    deadline = time.monotonic() + 60
+    while len(list(path.parent.glob("go.ready-*"))) < 4:
+        assert time.monotonic() < deadline, "openers did not start"
+        time.sleep(0.01)
+    go.touch()  # all four open at once
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
     assert [out.strip() for out, _ in outputs] == ["0002"] * 4

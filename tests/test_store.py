@@ -538,6 +538,7 @@ WORKER = textwrap.dedent(
     from expsvc.store import NewRun, RunStore
 
     url, go, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    open(f"{go}.ready-{worker}", "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
     store = RunStore.open(url)
@@ -557,6 +558,14 @@ WORKER = textwrap.dedent(
 )
 
 
+def wait_until_ready(go: Path, n: int, timeout: float = 60.0) -> None:
+    """Wait until ``n`` worker processes have imported everything and are waiting for ``go``."""
+    deadline = time.monotonic() + timeout
+    while len(list(go.parent.glob(f"{go.name}.ready-*"))) < n:
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_four_concurrent_writer_processes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: the workers race to create it
@@ -568,8 +577,8 @@ def test_four_concurrent_writer_processes(tmp_path: Path) -> None:
         )
         for w in range(4)
     ]
-    time.sleep(0.5)  # let them import, then start together
-    go.touch()
+    wait_until_ready(go, 4)
+    go.touch()  # all four start at once
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     with RunStore.open(url) as store:
