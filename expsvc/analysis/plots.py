@@ -85,15 +85,22 @@ def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.n
     return mean, half, count
 
 
-def _x(steps: np.ndarray, spe: int | None, axis: str) -> np.ndarray:
-    if axis == "epoch":
-        return steps / spe if spe else steps * np.nan
-    return steps
+def per_epoch(steps: np.ndarray, values: np.ndarray, spe: int) -> History:
+    """Mean loss of each epoch (over its finite steps): epochs 1, 2, ... and their means."""
+    epoch = (steps // spe).astype(int)
+    keys = np.unique(epoch)
+    means = np.array([np.nanmean(values[epoch == k]) if np.isfinite(values[epoch == k]).any() else np.nan
+                      for k in keys])
+    return (keys + 1).astype(float), means
 
 
 def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = "update", log_y: bool = False,
                      title: str | None = None) -> PlotInfo:
-    """One curve per group: mean with its 95 % t band over the seeds and a faint line per seed."""
+    """One curve per group: mean with its 95 % t band over the seeds and a faint line per seed.
+
+    ``x="epoch"`` plots each run's loss averaged over the steps of each epoch (runs without a known
+    ``steps_per_epoch`` are drawn per update and noted).
+    """
     if x not in X_AXES:
         raise PlotError(f"--x {x!r}: allowed: {', '.join(X_AXES)}")
     if not any(g.histories for g in groups):
@@ -111,26 +118,27 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
             info.notes.append(f"{g.label}: no history")
             continue
         color = colors[i % len(colors)]
-        steps = np.unique(np.concatenate([s for s, _ in g.histories.values()])).astype(int)
-        col = {int(s): j for j, s in enumerate(steps)}
-        matrix = np.full((len(g.histories), steps.size), np.nan)
-        for r, (rid, (s, v)) in enumerate(g.histories.items()):
-            idx = [col[int(k)] for k in s]
-            matrix[r, idx] = v
-            vals = np.where(v > 0, v, np.nan) if log_y else v
-            ax.plot(_x(s, g.steps_per_epoch.get(rid), x), vals, color=color, alpha=0.18, linewidth=0.8)
+        series: dict[str, History] = {}
+        for rid, (s, v) in g.histories.items():
+            spe = g.steps_per_epoch.get(rid)
+            if x == "epoch" and spe:
+                series[rid] = per_epoch(s, v, spe)
+            else:
+                if x == "epoch":
+                    info.notes.append(f"{g.label}: run {rid[:8]} has no steps per epoch; drawn per update")
+                series[rid] = (s.astype(float), v)
+        xs = np.unique(np.concatenate([s for s, _ in series.values()]))
+        col = {float(k): j for j, k in enumerate(xs)}
+        matrix = np.full((len(series), xs.size), np.nan)
+        for r, (s, v) in enumerate(series.values()):
+            matrix[r, [col[float(k)] for k in s]] = v
+            ax.plot(s, np.where(v > 0, v, np.nan) if log_y else v, color=color, alpha=0.18, linewidth=0.8)
             info.lines += 1
-        spes = {g.steps_per_epoch.get(rid) for rid in g.histories}
-        spe = spes.pop() if len(spes) == 1 else None
-        if x == "epoch" and spe is None:
-            info.notes.append(f"{g.label}: runs differ in steps per epoch (or lack it); mean drawn per update")
-        xs = _x(steps.astype(float), spe, x) if spe or x == "update" else steps.astype(float)
         mean, half, _ = band(matrix)
-        n = len(g.histories)
+        n = len(series)
         label = f"{g.label} (mean of {n} run{'s' if n != 1 else ''}" + (
             f", {g.diverged} diverged" if g.diverged else "") + ")"
-        m_plot = np.where(mean > 0, mean, np.nan) if log_y else mean
-        ax.plot(xs, m_plot, color=color, linewidth=2, label=label)
+        ax.plot(xs, np.where(mean > 0, mean, np.nan) if log_y else mean, color=color, linewidth=2, label=label)
         if np.isfinite(half).any():
             lo, hi = mean - half, mean + half
             if log_y:
@@ -141,7 +149,8 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("epoch" if x == "epoch" else "update (optimizer step)")
-    ax.set_ylabel("training loss" + (" (log scale)" if log_y else ""))
+    what = "training loss, mean over each epoch's steps" if x == "epoch" else "training loss (per step)"
+    ax.set_ylabel(what + (" (log scale)" if log_y else ""))
     ax.set_title(title or "Training loss: mean and 95 % t interval over seeds")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
