@@ -185,7 +185,7 @@ def test_bad_arguments_name_what_is_allowed() -> None:
     system = load_plugins()
     with pytest.raises(ExpsvcError, match=r"did you mean 'weight_decay'.*allowed arguments: lr, betas"):
         system.registry.create("optimizer", "adamw(weight_dcay=0)")
-    with pytest.raises(ExpsvcError, match="lr must be > 0"):
+    with pytest.raises(ExpsvcError, match="lr must be >= 0"):
         system.registry.create("optimizer", "adamw(lr=-1)")
 
 

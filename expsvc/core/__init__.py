@@ -3,15 +3,15 @@
 No I/O and no plugin machinery here; everything is plain numpy with a leading replica axis.
 """
 
-from expsvc.core.data import DataSplit, Dataset, batch_indices, steps_per_epoch
+from expsvc.core.data import Dataset, DataSplit, batch_indices, steps_per_epoch
 from expsvc.core.gradcheck import GradcheckResult, gradcheck, gradcheck_layer, gradcheck_loss
 from expsvc.core.layer import Layer, Sequential
 from expsvc.core.loss import Loss
 from expsvc.core.metric import Metric
 from expsvc.core.optim import Optimizer, Scheduler
-from expsvc.core.params import Parameter, ParamBuffer
+from expsvc.core.params import ParamBuffer, Parameter
 from expsvc.core.rng import replica_streams
-from expsvc.core.train import TrainHooks, Trainer, TrainResult, evaluate, predict
+from expsvc.core.train import Trainer, TrainHooks, TrainResult, evaluate, predict
 
 __all__ = [
     "DataSplit",

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from expsvc.core.params import Init, Parameter, ParamBuffer
+from expsvc.core.params import Init, ParamBuffer, Parameter
 
 
 class Layer:

@@ -19,8 +19,8 @@ class Optimizer:
     name: ClassVar[str] = ""
 
     def __init__(self, lr: float = 1e-3) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {lr!r}")
         self.lr = float(lr)
         self.buffer: ParamBuffer | None = None
 
