@@ -225,6 +225,38 @@ def load_plugins(
     return PluginSystem(loader.pm, loader.registry, loader.plugins)
 
 
+def may_add_commands(plugins_dir: str | Path | None = None) -> bool:
+    """Whether any third-party plugin could implement ``register_commands``, judged from source text.
+
+    Checked without importing anything (an entry point's module file or a local plugin file is read and
+    searched for the hook's name), so the CLI only loads plugins — and numpy with them — at start-up when
+    some plugin adds commands.  A plugin's ``register_commands`` must therefore be defined or imported by
+    name in the module its entry point names.
+    """
+    sources: list[Path] = []
+    for ep in importlib.metadata.entry_points(group="expsvc"):
+        dist = getattr(ep, "dist", None)
+        if not _allowed((ep.name, dist.metadata["Name"] if dist is not None else None)):
+            continue
+        try:
+            spec = importlib.util.find_spec(ep.module)
+        except (ImportError, ValueError):
+            return True  # let the real load report it
+        if spec is None or not spec.origin or not spec.has_location:
+            return True
+        sources.append(Path(spec.origin))
+    folder = Path(plugins_dir) if plugins_dir is not None else default_plugins_dir()
+    if folder.is_dir():
+        sources += [p for p in folder.glob("*.py") if not p.name.startswith("_") and _allowed((p.stem, p.name))]
+    for path in sources:
+        try:
+            if "register_commands" in path.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            return True
+    return False
+
+
 _SYSTEM: dict[str, PluginSystem] = {}
 
 

@@ -215,11 +215,33 @@ def test_help_works_with_a_broken_local_plugin(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "broken.py").write_text("raise RuntimeError('boom at import')\n")
     proc = run_cli("--help", cwd=tmp_path)
-    assert proc.returncode == 0 and "run" in proc.stdout
-    assert "boom at import" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 0 and "run" in proc.stdout and not proc.stderr
+    run = run_cli("run", "--seeds", "1", "--epochs", "1", "-q", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "boom at import" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     listing = run_cli("plugins", "--json", cwd=tmp_path)
     broken = [p for p in json.loads(listing.stdout) if p["name"] == "file:broken"]
     assert broken and broken[0]["status"] == "error" and "boom at import" in broken[0]["error"]
+
+
+def test_help_reports_a_broken_plugin_that_adds_commands(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "broken_cmd.py").write_text("raise RuntimeError('boom')\n# provides register_commands\n")
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "run" in proc.stdout
+    assert "broken_cmd" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_does_not_import_plugins_that_add_no_commands(tmp_path: Path) -> None:
+    code = ("import sys; from expsvc.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('numpy' in sys.modules, file=sys.stderr)")
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "softplus.py").write_text((REPO / "plugins" / "softplus.py").read_text())
+    proc = __import__("subprocess").run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.stderr.strip() == "False", proc.stderr
 
 
 def test_plugin_commands_are_added(tmp_path: Path) -> None:

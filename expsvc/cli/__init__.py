@@ -21,8 +21,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema: upgrade to the current revision, show the revision.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: upgrade to the current revision, show the revision.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(db_app, name="db")
 
 
@@ -156,12 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     _prescan_plugins_dir(argv)
     _register_builtin_commands()
-    try:
-        from expsvc.plugins import get_system
+    from expsvc.plugins import get_system, may_add_commands
 
-        get_system().add_commands(app)
-    except ExpsvcError as err:
-        typer.echo(f"expsvc: plugins: {err}", err=True)
+    if may_add_commands():
+        try:
+            get_system().add_commands(app)
+        except ExpsvcError as err:
+            typer.echo(f"expsvc: plugins: {err}", err=True)
     try:
         app(args=argv, prog_name="expsvc")
     except ExpsvcError as err:
