@@ -114,6 +114,7 @@ def _insert_many(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
 
 
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of at most ``size`` items (for IN lists)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
