@@ -66,8 +66,13 @@ def test_scripts_are_found_and_linear() -> None:
     location = migrate.script_location()
     assert (location / "env.py").is_file() and (location / "script.py.mako").is_file()
     assert migrate.head() == "0002"
-    script = migrate._scripts()
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
     assert [rev.revision for rev in script.walk_revisions()] == ["0002", "0001"]
+    # the fast, import-free reading of the scripts agrees with Alembic's
+    assert migrate.revisions() == {rev.revision: rev.down_revision for rev in script.walk_revisions()}
+    assert script.get_heads() == [migrate.head()]
     assert migrate.known("0001") and not migrate.known("0099") and not migrate.known("zz!")
 
 

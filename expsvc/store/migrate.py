@@ -12,18 +12,15 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.pool import NullPool
 
 from expsvc.store import sqlite as sqlite_files
@@ -37,6 +34,9 @@ from expsvc.store.engine import (
     sqlite_path,
     translate_errors,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 PG_LOCK_KEY = 0x65787073_76630001  # "expsvc" + 1: the advisory lock id of expsvc migrations
 NO_DATABASE_HINT = "run `expsvc run` to create one, or pass --db"
@@ -70,6 +70,8 @@ def script_location() -> Path:
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
     """An Alembic Config for the bundled scripts; ``connection`` is handed to env.py."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location()))
     cfg.set_main_option("path_separator", "os")
@@ -78,14 +80,30 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return cfg
 
 
+_REVISION = re.compile(r"^revision(?::[^=]*)?=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision(?::[^=]*)?=\s*(?:None|[\"']([^\"']+)[\"'])", re.MULTILINE)
+
+
 @lru_cache(maxsize=1)
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+def revisions() -> dict[str, str | None]:
+    """Each revision of the bundled scripts and its parent, read from the files without importing Alembic.
+
+    Opening a store at head is the common case; it needs only this, so commands start fast.  A test checks
+    it against Alembic's own ``ScriptDirectory``.
+    """
+    graph: dict[str, str | None] = {}
+    for path in sorted((script_location() / "versions").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rev, down = _REVISION.search(text), _DOWN.search(text)
+        if rev is not None and down is not None:
+            graph[rev.group(1)] = down.group(1)
+    return graph
 
 
 def head() -> str:
     """The newest schema revision this expsvc knows."""
-    heads = _scripts().get_heads()
+    graph = revisions()
+    heads = sorted(set(graph) - {d for d in graph.values() if d is not None})
     if len(heads) != 1:  # pragma: no cover - a packaging error
         raise StoreError(f"the expsvc migrations have {len(heads)} heads: {', '.join(heads)}")
     return heads[0]
@@ -93,12 +111,7 @@ def head() -> str:
 
 def known(revision: str) -> bool:
     """Whether ``revision`` is one of this expsvc's migrations."""
-    try:
-        return _scripts().get_revision(revision) is not None
-    except CommandError:
-        return False
-    except Exception:  # alembic raises ResolutionError subclasses for malformed ids
-        return False
+    return revision in revisions()
 
 
 def _too_new(where: str, revision: str) -> StoreError:
@@ -117,10 +130,14 @@ def _not_expsvc(where: str, tables: frozenset[str] | set[str]) -> StoreError:
 
 def _run_upgrade(connection: sa.Connection, target: str = "head") -> None:
     """Run the migrations to ``target`` inside the connection's transaction."""
+    from alembic import command
+
     command.upgrade(alembic_config(connection), target)
 
 
 def _revision_of(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
