@@ -213,7 +213,9 @@ def plot(
                                                      "2-D datasets).")] = "loss",
     experiment: ExperimentOption = None,
     by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated).")] = None,
-    x: Annotated[str, typer.Option("--x", help="x axis: update or epoch.")] = "update",
+    x: Annotated[
+        str, typer.Option("--x", help="x axis: epoch (mean loss per epoch) or update (every step).")
+    ] = "epoch",
     log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis.")] = False,
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
                                                                 "predictions.png).")] = None,
