@@ -46,7 +46,8 @@ class TrainHooks:
 @dataclass
 class TrainResult:
     """Outcome per replica: ``status`` (finished | diverged), ``updates`` (optimizer steps applied),
-    ``counts`` (losses recorded), ``converged`` (stopped by ``tol``), ``epochs`` (epochs started)."""
+    ``counts`` (losses recorded), ``converged`` (stopped by ``tol``), ``epochs`` (epochs started),
+    ``seconds`` (wall time from the start of training until the replica stopped)."""
 
     status: list[str]
     updates: np.ndarray
@@ -55,6 +56,7 @@ class TrainResult:
     epochs: np.ndarray
     history: np.ndarray
     steps_per_epoch: int
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -94,6 +96,8 @@ class Trainer:
         self.status = [FINISHED] * r
         self.converged = np.zeros(r, dtype=bool)
         self.epochs_run = np.zeros(r, dtype=np.int64)
+        self.seconds = np.zeros(r, dtype=np.float64)
+        self._started = time.perf_counter()
         self.final = np.empty_like(model.buffer.value)
         optimizer.bind(model.buffer)
         self.base_lr = optimizer.lr
@@ -117,6 +121,7 @@ class Trainer:
         self.status[r] = status
         self.stop_counts[r] = count
         self.stop_updates[r] = updates
+        self.seconds[r] = time.perf_counter() - self._started
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
 
     def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -143,6 +148,7 @@ class Trainer:
         assert buf is not None
         hist, active = self.history, self.active
         step, last_flush, flush_every = 0, time.monotonic(), max(1, hooks.flush_every)
+        self._started = time.perf_counter()
         prev_last: np.ndarray | None = None
         isfinite, add_reduce = math.isfinite, np.add.reduce
         with np.errstate(all="ignore"):
@@ -193,6 +199,7 @@ class Trainer:
             epochs=self.epochs_run.copy(),
             history=hist,
             steps_per_epoch=self.per_epoch,
+            seconds=self.seconds.copy(),
         )
 
 

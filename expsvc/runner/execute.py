@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,7 +104,6 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
     store = store or RunStore.open(task.url, create=False, upgrade=False, mark_stale=False)
     trainer: Trainer | None = None
     hooks: StoreHooks | None = None
-    started = time.monotonic()
     try:
         system = get_system(task.plugins_dir)
         comps = build(system, task.config, task.seeds)
@@ -124,7 +122,6 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             store.set_components(run_id, records)
         hooks = StoreHooks(store, task, progress)
         result = trainer.run(hooks)
-        duration = time.monotonic() - started
         train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
         test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
         outcomes = []
@@ -138,7 +135,7 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             final = float(result.history[r, count - 1]) if count else float("nan")
             store.finish_run(
                 run_id, status, updates=int(result.updates[r]), epochs=int(result.epochs[r]),
-                converged=bool(result.converged[r]), duration=duration,
+                converged=bool(result.converged[r]), duration=float(result.seconds[r]),
                 error=f"loss became non-finite ({final}) at step {count - 1}" if status == "diverged" else None,
             )
             outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
