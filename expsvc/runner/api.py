@@ -66,6 +66,7 @@ class Experiment:
 
     def __init__(self, spec: ExperimentSpec | None = None, **values: Any) -> None:
         self.spec = spec if spec is not None else ExperimentSpec.from_dict(values, source="experiment")
+        self._validated: dict[str | None, list[RunConfig]] = {}
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> Experiment:
@@ -77,7 +78,12 @@ class Experiment:
         return ", ".join(f"{k}={getattr(config, k)}" for k in keys)
 
     def validate(self, plugins_dir: str | None = None) -> list[RunConfig]:
-        """Resolve every component and try one forward pass per configuration; raise one-line errors."""
+        """Resolve every component and try one forward pass per configuration; raise one-line errors.
+
+        Done once per plugins folder: ``run`` reuses the result of an earlier call.
+        """
+        if plugins_dir in self._validated:
+            return self._validated[plugins_dir]
         system = get_system(plugins_dir)
         configs = self.spec.configs()
         data: dict[str, DataSplit] = {}
@@ -85,6 +91,7 @@ class Experiment:
             if config.dataset not in data:
                 data[config.dataset] = load_dataset(system, config.dataset)[0]
             check(system, config, data[config.dataset])
+        self._validated[plugins_dir] = configs
         return configs
 
     def run(

@@ -101,9 +101,11 @@ def check(system: PluginSystem, config: RunConfig, data: DataSplit) -> None:
         raise ExpsvcError(
             f"loss {config.loss!r} is for {task} targets but dataset {config.dataset!r} is {data.task}"
         )
+    target = y if y.dtype.kind in "iu" else y.astype(config.dtype)
     try:
         with np.errstate(all="ignore"):
-            comps.loss.forward(comps.model.forward(x), y if y.dtype.kind in "iu" else y.astype(config.dtype))
+            comps.loss.forward(comps.model.forward(x, train=False), target)
     except (ValueError, IndexError) as err:
-        raise ExpsvcError(f"model {config.model!r} does not fit loss {config.loss!r} on {config.dataset!r}: {err}") \
-            from None
+        raise ExpsvcError(
+            f"model {config.model!r} does not fit loss {config.loss!r} on {config.dataset!r}: {err}"
+        ) from None
