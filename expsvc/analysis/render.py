@@ -266,6 +266,18 @@ def compare_rows(result: CompareResult) -> dict[str, list[list[str]]]:
     return out
 
 
+TERMINAL_HEADER = ("group", "n", "mean ± 95 % CI", "std", "median", "IQM [95 % boot]", "min – max",
+                   "Δ vs baseline ± 95 % CI", "p", "P(better)")
+
+
+def _split_tag(cell: str) -> tuple[str, str]:
+    """``"-0.26 ± 0.06 (paired, 5 seeds)"`` -> the number part and ``"paired, 5 seeds"``."""
+    if cell.endswith(")") and " (" in cell and not cell.startswith("("):
+        number, tag = cell.rsplit(" (", 1)
+        return number, tag[:-1]
+    return cell, ""
+
+
 def _metric_title(m: Any) -> str:
     return f"{m.label} ({'lower' if m.lower_is_better else 'higher'} is better; {m.spec})"
 
@@ -284,18 +296,29 @@ def _sentences(result: CompareResult) -> list[str]:
 
 def compare_table(result: CompareResult) -> list[Any]:
     """Renderables: the groups table, one table per metric, the sentences and the method."""
+    from rich import box
     from rich.table import Table
 
     out: list[Any] = []
-    groups = Table(*GROUP_HEADER, title=f"experiment {result.experiment}: groups", title_justify="left")
+    groups = Table(*GROUP_HEADER, title=f"experiment {result.experiment}: groups", title_justify="left",
+                   box=box.SIMPLE_HEAD)
     for row in group_rows(result):
         groups.add_row(*row)
     out.append(groups)
     rows = compare_rows(result)
     for m in result.metrics:
-        table = Table(*METRIC_HEADER, title=_metric_title(m), title_justify="left")
+        # Terminal tables: min and max share a column and the Δ method goes to the caption, so a metric fits
+        # about 110 columns; markdown, JSON and CSV keep every field separate.
+        table = Table(*TERMINAL_HEADER, title=_metric_title(m), title_justify="left", box=box.SIMPLE_HEAD)
+        tags = set()
         for row in rows[m.label]:
-            table.add_row(*row)
+            diff, tag = _split_tag(row[8])
+            tags.add(tag)
+            table.add_row(*row[:6], f"{row[6]} – {row[7]}", diff, *row[9:])
+        tags.discard("")
+        if tags:
+            table.caption = "Δ: " + "; ".join(sorted(tags))
+            table.caption_justify = "left"
         out.append(table)
     out.extend(f"• {s}" for s in _sentences(result))
     out.extend(_notes(result))
