@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -35,3 +38,61 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         [sys.executable, "-m", "expsvc", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
         timeout=timeout, **kwargs,  # type: ignore[arg-type]
     )
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL
+
+PG_ADMIN_URL = os.environ.get("EXPSVC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+"""A superuser connection to the test server's ``postgres`` database (override with ``EXPSVC_TEST_PG_URL``)."""
+
+
+def _pg_unavailable(reason: str) -> NoReturn:
+    """Skip a PostgreSQL test when the server is missing, except in CI (``CI=true``), where that fails it."""
+    message = f"PostgreSQL is not reachable at {PG_ADMIN_URL.split('@')[-1]}: {reason}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@contextmanager
+def pg_database(prefix: str = "expsvc_test") -> Iterator[str]:
+    """Create a uniquely named empty PostgreSQL database; yield its URL; drop it (and its connections) after."""
+    try:
+        import sqlalchemy as sa
+        from sqlalchemy.pool import NullPool
+
+        admin = sa.create_engine(PG_ADMIN_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                 connect_args={"connect_timeout": 5})
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as err:  # ImportError (no psycopg) or an unreachable server
+        _pg_unavailable(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database of this test's own (dropped afterwards)."""
+    with pg_database() as url:
+        yield url
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL on each backend: a new SQLite file, or a fresh PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    with pg_database() as url:
+        yield url

@@ -1,4 +1,5 @@
-"""Tests of expsvc.store.RunStore on real SQLite files (and real processes for concurrency and crashes)."""
+"""Tests of expsvc.store.RunStore on real SQLite files and PostgreSQL databases (and real processes for concurrency
+and crashes): every test that takes ``store`` or ``db_url`` runs on both backends."""
 
 from __future__ import annotations
 
@@ -39,8 +40,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'runs.db'}"
+def db_url(store_url: str) -> str:
+    """A new store on each backend (SQLite file, PostgreSQL database): see ``store_url`` in conftest."""
+    return store_url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def integrity_ok(url: str) -> bool:
+    """SQLite's integrity_check on a SQLite store (PostgreSQL has no equivalent to run: True)."""
+    if not is_sqlite(url):
+        return True
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -120,8 +137,8 @@ def test_open_uses_default_url_relative_to_cwd(tmp_path: Path, monkeypatch: pyte
     assert (tmp_path / "experiments.db").is_file()
 
 
-def test_sqlite_pragmas(store: RunStore) -> None:
-    with store.engine.connect() as conn:
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    with RunStore.open(f"sqlite:///{tmp_path / 'runs.db'}") as store, store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
@@ -567,8 +584,8 @@ def wait_until_ready(go: Path, n: int, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.slow
-def test_four_concurrent_writer_processes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"  # does not exist yet: the workers race to create it
+def test_four_concurrent_writer_processes(tmp_path: Path, db_url: str) -> None:
+    url = db_url  # not created yet (a missing file, an empty database): the workers race to create it
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
@@ -591,7 +608,7 @@ def test_four_concurrent_writer_processes(tmp_path: Path) -> None:
         summaries = store.summaries(ids)
         assert all(s["loss"]["count"] == 1000 and s["accuracy"]["count"] == 1000 for s in summaries.values())
         assert {store.resolve_run(run_id).status for run_id in ids} == {"finished"}
-    assert sqlite3.connect(tmp_path / "shared.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert integrity_ok(url)
 
 
 CRASHER = textwrap.dedent(
@@ -615,9 +632,8 @@ CRASHER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_sigkill_mid_logging_loses_nothing_flushed(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
-    url = f"sqlite:///{path}"
+def test_sigkill_mid_logging_loses_nothing_flushed(db_url: str) -> None:
+    url = db_url
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-c", CRASHER, url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -634,9 +650,7 @@ def test_sigkill_mid_logging_loses_nothing_flushed(tmp_path: Path) -> None:
     assert proc.stderr is not None
     proc.stderr.close()
 
-    raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    raw.close()
+    assert integrity_ok(url)
     with RunStore.open(url) as store:
         steps, values = store.history(run_id)
         assert steps.size >= flushed  # everything reported as flushed is there...

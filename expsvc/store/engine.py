@@ -18,6 +18,8 @@ from expsvc.errors import ExpsvcError
 
 DEFAULT_URL = "sqlite:///experiments.db"
 BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: give up on an unreachable server after this long
+POSTGRES_HINT = "pip install 'expsvc[postgres]'"
 
 _ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
@@ -65,6 +67,28 @@ def is_sqlite(url: str | URL) -> bool:
     return parsed.get_backend_name() == "sqlite"
 
 
+def is_postgres(url: str | URL) -> bool:
+    """Whether the URL names a PostgreSQL database."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.get_backend_name() == "postgresql"
+
+
+def _missing_driver(parsed: URL, err: BaseException) -> StoreError:
+    """A one-line error for a URL whose driver cannot be loaded (with the install hint for PostgreSQL)."""
+    name = getattr(err, "name", None) or ""
+    if parsed.get_backend_name() == "postgresql":
+        driver = parsed.get_driver_name()
+        if driver == "psycopg" or name.startswith("psycopg"):
+            return StoreError(
+                f"cannot use {display_url(parsed)}: the PostgreSQL driver psycopg 3 is not installed; {POSTGRES_HINT}"
+            )
+        return StoreError(
+            f"cannot use {display_url(parsed)}: driver {driver!r} is not available ({err}); expsvc uses psycopg 3: "
+            f"write postgresql+psycopg://... and {POSTGRES_HINT}"
+        )
+    return StoreError(f"cannot use database URL {display_url(parsed)}: {err}")
+
+
 def sqlite_path(url: str | URL) -> Path | None:
     """The file of a file-backed SQLite URL (relative to the working directory), else None."""
     parsed = url if isinstance(url, URL) else parse_url(url)
@@ -90,9 +114,15 @@ def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite:
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+    elif is_postgres(parsed) and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         engine = sa.create_engine(parsed, **kwargs)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as err:
+    except ImportError as err:
+        raise _missing_driver(parsed, err) from None
+    except exc.NoSuchModuleError as err:
+        raise StoreError(f"cannot use database URL {display_url(parsed)}: {err}") from None
+    except exc.ArgumentError as err:
         raise StoreError(f"cannot use database URL {display_url(parsed)}: {err}") from None
     if sqlite:
         memory = sqlite_path(parsed) is None

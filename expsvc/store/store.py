@@ -19,8 +19,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from expsvc.errors import did_you_mean
-from expsvc.store import migrate
+from expsvc.store import bulk, migrate
 from expsvc.store.engine import (
     StoreError,
     as_utc,
@@ -56,6 +54,7 @@ from expsvc.store.models import (
 
 STATUSES = ("queued", "running", "finished", "diverged", "failed", "interrupted")
 UNFINISHED = ("queued", "running")
+RESUMABLE = ("queued", "failed", "interrupted")  # what ``expsvc run --resume`` runs again
 FINISHED_STATUSES = ("finished", "diverged", "failed", "interrupted")
 DEFAULT_STALE_SECONDS = 600.0
 SUMMARY_FIELDS = (
@@ -93,24 +92,6 @@ class ComponentRecord:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-@lru_cache(maxsize=32)
-def _insert_sql(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> tuple[str, bool]:
-    """The driver-level INSERT for ``columns`` of ``table`` and whether it takes positional parameters."""
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
-    if compiled.positional:
-        assert tuple(compiled.positiontup or ()) == columns
-    return str(compiled), bool(compiled.positional)
-
-
-def _insert_many(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """executemany of plain tuples straight to the driver (no per-row SQLAlchemy processing)."""
-    sql, positional = _insert_sql(conn.dialect, table, columns)
-    if positional:
-        conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
-    else:
-        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -156,6 +137,20 @@ def _param_value(text: str | None, num: float | None) -> object:
     if text is not None and re.fullmatch(r"-?\d+", text):
         return int(text)
     return float(num)
+
+
+def _insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on PostgreSQL and SQLite, a plain INSERT elsewhere."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+    return table.insert()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -338,12 +333,17 @@ class RunStore:
                     found = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
                     if found is not None:
                         return int(found)
-                    result = conn.execute(
-                        table.insert().values(name=name, description=description, created_at=utcnow())
-                    )
-                    return int(result.inserted_primary_key[0])
+                    values = {"name": name, "description": description, "created_at": utcnow()}
+                    insert = _insert_ignoring_conflicts(conn, table, ["name"]).values(**values)
+                    if conn.dialect.insert_returning:
+                        created = conn.execute(insert.returning(table.c.id)).scalar()
+                    else:
+                        created = conn.execute(insert).inserted_primary_key[0]
+                    if created is not None:
+                        return int(created)
+                # another process committed the same name between our SELECT and INSERT: read it next time
             except exc.IntegrityError:
-                continue  # another process created it between our SELECT and INSERT
+                continue  # a backend without ON CONFLICT: the unique constraint caught the race
         raise StoreError(f"could not create experiment {name!r} (concurrent creation kept failing)")
 
     def create_runs(self, experiment_id: int, runs: Sequence[NewRun]) -> list[str]:
@@ -353,6 +353,10 @@ class RunStore:
         run_rows = []
         param_rows = []
         for run_id, new in zip(ids, runs, strict=True):
+            try:
+                json.dumps(new.config)  # the same check on every driver (psycopg would raise a bare TypeError)
+            except (TypeError, ValueError) as err:
+                raise StoreError(f"run config is not JSON-serialisable: {err}") from None
             run_rows.append(
                 {
                     "id": run_id,
@@ -410,8 +414,10 @@ class RunStore:
                 conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(**values))
 
     def append_history(self, key: str, chunks: Sequence[tuple[str, int, np.ndarray]]) -> None:
-        """Append points to metric ``key`` and update its summaries and the runs' heartbeats, in one transaction."""
-        rows: list[tuple[str, str, int, float | None]] = []
+        """Append points to metric ``key`` and update its summaries and the runs' heartbeats, in one transaction.
+
+        The points go through the driver's bulk path (binary ``COPY`` on PostgreSQL, ``executemany`` on SQLite).
+        """
         parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         for run_id, first_step, raw in chunks:
             values = np.asarray(raw, dtype=np.float64)
@@ -422,19 +428,13 @@ class RunStore:
                 continue
             first = int(first_step)
             steps = np.arange(first, first + values.size, dtype=np.int64)
-            nan = np.isnan(values)
-            parsed.append((run_id, steps, values, nan))
-            column: list[float | None] = values.tolist()
-            if nan.any():
-                for i in np.flatnonzero(nan).tolist():
-                    column[i] = None
-            rows.extend(zip(repeat(run_id), repeat(key), steps.tolist(), column, strict=False))
+            parsed.append((run_id, steps, values, np.isnan(values)))
         if not parsed:
             return
         run_ids = list(dict.fromkeys(run_id for run_id, *_ in parsed))
         try:
             with self._tx() as conn:
-                _insert_many(conn, _history, ("run_id", "key", "step", "value"), rows)
+                bulk.insert_points(conn, _history, key, parsed)
                 states = self._load_summaries(conn, run_ids, key)
                 for run_id, steps, values, nan in parsed:
                     states.setdefault(run_id, _SummaryState(None)).add(steps, values, nan)
@@ -644,6 +644,59 @@ class RunStore:
                 )
                 changed += result.rowcount
         return changed
+
+    def reset_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Queue queued/failed/interrupted runs afresh (no history, summaries, components, artifacts); return them."""
+        reset: list[str] = []
+        cleared = {
+            "status": "queued", "error": None, "started_at": None, "ended_at": None, "duration": None,
+            "host": None, "pid": None, "heartbeat_at": None, "expsvc_version": None, "numpy_version": None,
+            "updates": None, "epochs": None, "converged": None, "steps_per_epoch": None,
+        }  # fmt: skip
+        children = (_history, _summaries, RunComponent.__table__, RunArtifact.__table__)
+        with self._tx() as conn:
+            for ids in _chunks(list(dict.fromkeys(run_ids))):
+                update = _runs.update().where(_runs.c.id.in_(ids), _runs.c.status.in_(RESUMABLE)).values(**cleared)
+                if conn.dialect.update_returning:
+                    done = list(conn.execute(update.returning(_runs.c.id)).scalars())
+                else:  # pragma: no cover - backends without UPDATE ... RETURNING
+                    query = sa.select(_runs.c.id).where(_runs.c.id.in_(ids), _runs.c.status.in_(RESUMABLE))
+                    done = list(conn.execute(query.with_for_update()).scalars())
+                    conn.execute(update)
+                for table in children:
+                    if done:
+                        conn.execute(table.delete().where(table.c.run_id.in_(done)))
+                reset.extend(done)
+        return reset
+
+    def resumable_runs(self, experiment_id: int) -> list[Run]:
+        """The runs of an experiment that did not finish (queued, failed, interrupted), by group and seed."""
+        with self._sessions() as session, translate_errors(self._where):
+            query = (
+                sa.select(Run)
+                .where(Run.experiment_id == experiment_id, Run.status.in_(RESUMABLE))
+                .order_by(Run.created_at, Run.group_key, Run.seed, Run.id)
+            )
+            return list(session.scalars(query))
+
+    def status_counts(self, experiment_id: int) -> dict[str, int]:
+        """How many runs of an experiment have each status."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                sa.select(_runs.c.status, sa.func.count())
+                .where(_runs.c.experiment_id == experiment_id)
+                .group_by(_runs.c.status)
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    def statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run id → status (unknown ids are left out)."""
+        result: dict[str, str] = {}
+        with self._tx(write=False) as conn:
+            for ids in _chunks(list(dict.fromkeys(run_ids))):
+                query = sa.select(_runs.c.id, _runs.c.status).where(_runs.c.id.in_(ids))
+                result.update({run_id: status for run_id, status in conn.execute(query)})
+        return result
 
     # ------------------------------------------------------------------ reading
 
