@@ -14,11 +14,15 @@ class Tanh(Layer):
     name = "tanh"
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        self.y = np.tanh(x)
-        return self.y
+        y = self.y = np.tanh(x)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * (1.0 - self.y * self.y)
+        """``dy (1 − y²)`` in one temporary (the same products as ``dy * (1.0 - y * y)``, bit for bit)."""
+        dx = np.multiply(self.y, self.y)
+        np.subtract(1.0, dx, out=dx)
+        dx *= dy
+        return dx
 
 
 def stable_sigmoid(x: np.ndarray) -> np.ndarray:

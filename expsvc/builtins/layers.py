@@ -68,18 +68,69 @@ class Linear(Layer):
         self.bias = self.param("bias", (self.out_features,), init) if self.use_bias else None
         return self.out_features
 
+    _views: tuple[np.ndarray, ...] | None = None
+    _ones: np.ndarray | None = None
+
+    def _make_views(self) -> tuple[np.ndarray, ...]:
+        """``(W, Wᵀ (R, in, out), b (R, 1, out), db (R, 1, out))`` (the last two ``None`` without bias).
+
+        These are views of the parameter buffer, made once per build: the optimizer updates the buffer in
+        place, so they stay current, and a (re)build assigns new arrays to every parameter at once, which
+        :meth:`forward` notices by the weight array's identity.  Re-creating them on every call would cost
+        ~0.2 µs each on the hot path.
+        """
+        w, bias = self.weight.value, self.bias
+        if bias is None:
+            self._views = (w, w.transpose(0, 2, 1), None, None)
+        else:
+            self._views = (w, w.transpose(0, 2, 1), bias.value[:, None, :], bias.grad[:, None, :])
+        return self._views
+
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        """``x (R, B, in) → x Wᵀ + b (R, B, out)``; caches ``x`` for backward."""
         self.x = x
-        y = np.matmul(x, self.weight.value.transpose(0, 2, 1))
-        if self.bias is not None:
-            y += self.bias.value[:, None, :]
+        views = self._views
+        if views is None or views[0] is not self.weight.value:
+            views = self._make_views()
+        y = np.matmul(x, views[1])
+        if views[2] is not None:
+            y += views[2]
         return y
 
+    _zero_count = -1  # the buffer's zero_count at this layer's last backward
+
+    def _param_grads(self, dy: np.ndarray) -> None:
+        """Add ``dW = dyᵀ x`` and ``db = Σ_B dy`` into the gradients.
+
+        The first backward since the buffer's ``zero_grad`` writes them instead (``out=``): they are zero
+        then, and this layer is their only writer, so the numbers are the same with one call less each.
+        ``db`` is the product ``1ᵀ dy`` with a ones row ``(1, 1, B)``: one BLAS call, about half the time
+        of ``dy.sum(axis=1)`` (a strided reduction) at the seed net's sizes.
+        """
+        dw, db = self.weight.grad, self._views[3]  # type: ignore[index]
+        if db is not None:
+            ones = self._ones
+            if ones is None or ones.shape[2] != dy.shape[1] or ones.dtype != dy.dtype:
+                ones = self._ones = np.ones((1, 1, dy.shape[1]), dtype=dy.dtype)
+        buffer = self.weight.buffer
+        if buffer is not None and buffer.zero_count != self._zero_count:
+            self._zero_count = buffer.zero_count
+            np.matmul(dy.transpose(0, 2, 1), self.x, out=dw)
+            if db is not None:
+                np.matmul(ones, dy, out=db)
+        else:
+            dw += np.matmul(dy.transpose(0, 2, 1), self.x)
+            if db is not None:
+                db += np.matmul(ones, dy)
+
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        self.weight.grad += np.matmul(dy.transpose(0, 2, 1), self.x)
-        if self.bias is not None:
-            self.bias.grad += dy.sum(axis=1)
-        return np.matmul(dy, self.weight.value)
+        """Add the parameter gradients; return ``dx = dy W (R, B, in)``."""
+        self._param_grads(dy)
+        return np.matmul(dy, self._views[0])  # type: ignore[index]
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Parameter gradients only: as the model's first layer, ``dx`` (one matmul) is not needed."""
+        self._param_grads(dy)
 
     def __repr__(self) -> str:
         extra = ("" if self.use_bias else ", bias=False") + ("" if self.init == "uniform" else f", init={self.init!r}")

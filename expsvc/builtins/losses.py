@@ -31,7 +31,10 @@ def _check_same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
 
 
 def _per_replica_sum(a: np.ndarray) -> np.ndarray:
-    return a.reshape(a.shape[0], -1).sum(axis=1)
+    """``(R, ...) → (R,)``: the sum of each replica's elements (one reduction, no reshape for 3-D arrays)."""
+    if a.ndim == 3:
+        return np.add.reduce(a, axis=(1, 2))
+    return np.add.reduce(a.reshape(a.shape[0], -1), axis=1)
 
 
 def _optional_array(value: float | Sequence[float] | None) -> np.ndarray | None:
@@ -60,30 +63,46 @@ class BCEWithLogits(Loss):
         self.reduction = _check_reduction(reduction)
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-        _check_same_shape(pred, target, self.name)
+        """Per-replica loss ``(R,)``; caches ``softplus(x) = log(1 + eˣ)`` for backward.
+
+        ``softplus(x) = logaddexp(0, x)`` is one stable ufunc (``max(0, x) + log1p(e^−|x|)``, the operations
+        of torch's ``logσ``).  Since ``−logσ(x) = softplus(x) − x``, the unweighted loss is simply
+        ``softplus(x) − x·y``: three ufunc calls instead of the eight of the textbook form.
+        """
+        if pred.shape != target.shape:
+            _check_same_shape(pred, target, self.name)
         self.x, self.y = pred, target
-        log_sigmoid = np.minimum(pred, 0) - np.log1p(np.exp(-np.abs(pred)))
-        if self.pos_weight is not None:
-            log_sigmoid = log_sigmoid * ((self.pos_weight - 1) * target + 1)
-        loss = (1 - target) * pred - log_sigmoid
+        softplus = self.softplus = np.logaddexp(0.0, pred)
+        if self.pos_weight is None:
+            loss = np.multiply(pred, target)
+            np.subtract(softplus, loss, out=loss)
+        else:  # (1 − y)·x − (1 + (p − 1)·y)·logσ(x), with −logσ(x) = softplus(x) − x
+            log_weight = (self.pos_weight.astype(pred.dtype, copy=False) - 1) * target + 1
+            loss = (1 - target) * pred + log_weight * (softplus - pred)
         if self.weight is not None:
-            loss = loss * self.weight
+            loss *= self.weight.astype(pred.dtype, copy=False)
         total = _per_replica_sum(loss)
-        return total / (loss.size // loss.shape[0]) if self.reduction == "mean" else total
+        if self.reduction == "mean":  # out of place, by a float: ~0.6 µs less than `total /= n` on (R,)
+            return total / float(loss.size // loss.shape[0])
+        return total
 
     def backward(self) -> np.ndarray:
+        """Gradient ``(R, B, O)`` of the summed loss, with ``σ(x) = exp(x − softplus(x))`` from the forward
+        pass: two ufunc calls, and the exponent is ≤ 0, so nothing overflows and the hot path needs no
+        error-state switching."""
         x, y = self.x, self.y
-        with np.errstate(over="ignore"):
-            s = 1.0 / (1.0 + np.exp(-x))
+        grad = np.subtract(x, self.softplus)
+        np.exp(grad, out=grad)
         if self.pos_weight is not None:
-            t = self.pos_weight * y
-            grad = (t + 1 - y) * s - t
+            t = self.pos_weight.astype(grad.dtype, copy=False) * y
+            grad *= t + 1 - y
+            grad -= t
         else:
-            grad = s - y
+            grad -= y
         if self.weight is not None:
-            grad = grad * self.weight
+            grad *= self.weight.astype(grad.dtype, copy=False)
         if self.reduction == "mean":
-            grad /= x.size // x.shape[0]
+            grad /= float(grad.size // grad.shape[0])
         return grad
 
     def predict(self, out: np.ndarray) -> np.ndarray:

@@ -116,8 +116,13 @@ class Trainer:
 
     _recorded = 0  # losses recorded by active replicas (the step in progress included)
 
+    _epoch = -1  # the epoch in progress (-1 before the first)
+    _n_active = 0  # replicas still training: a Python int, so the loop never reduces ``active`` to test it
+
     def _stop(self, r: int, status: str, count: int, updates: int) -> None:
         self.active[r] = False
+        self._n_active -= 1
+        self.epochs_run[r] = self._epoch + 1
         self.status[r] = status
         self.stop_counts[r] = count
         self.stop_updates[r] = updates
@@ -143,31 +148,44 @@ class Trainer:
         return [(xs[:, s:e], ys[:, s:e]) for s, e in self._bounds]
 
     def run(self, hooks: TrainHooks | None = None) -> TrainResult:
+        """Train until every replica has stopped; flush the history through ``hooks`` on the way.
+
+        The step loop is the hot path (~50 µs per step for the seed net): per step it makes only the
+        component calls plus one history write and one finiteness test; per-epoch bookkeeping is skipped
+        when it cannot matter (no ``tol``, a hook without ``epoch_end``).
+        """
         hooks = hooks or TrainHooks()
         model, loss, opt, buf = self.model, self.loss, self.optimizer, self.model.buffer
         assert buf is not None
         hist, active = self.history, self.active
         step, last_flush, flush_every = 0, time.monotonic(), max(1, hooks.flush_every)
         self._started = time.perf_counter()
+        self._n_active = int(active.sum())
         prev_last: np.ndarray | None = None
-        isfinite, add_reduce = math.isfinite, np.add.reduce
+        isfinite = math.isfinite
+        forward, loss_forward, loss_backward = model.forward, loss.forward, loss.backward
+        zero_grad, backward, opt_step = buf.zero_grad, model.backward_params, opt.step
+        epoch_end = type(hooks).epoch_end is not TrainHooks.epoch_end
+        tol = self.tol
         with np.errstate(all="ignore"):
             for epoch in range(self.epochs):
+                self._epoch = epoch
                 if self.scheduler is not None:
                     opt.lr = self.scheduler.lr(self.base_lr, epoch)
-                self.epochs_run[active] = epoch + 1
                 for xb, yb in self._epoch_batches():
-                    values = loss.forward(model.forward(xb), yb)
+                    values = loss_forward(forward(xb), yb)
                     hist[:, step] = values
                     self._recorded = step + 1
-                    if not isfinite(add_reduce(values)):  # one reduction; the sum of finite values is finite
+                    # One Python sum over R floats: the sum of finite values is finite (or overflows, which
+                    # only sends us to the exact per-replica test below).
+                    if not isfinite(sum(values.tolist())):
                         for r in np.flatnonzero(active & ~np.isfinite(values)):
                             self._stop(int(r), DIVERGED, step + 1, step)
-                        if not active.any():
+                        if not self._n_active:
                             break
-                    buf.zero_grad()
-                    model.backward(loss.backward())
-                    opt.step()
+                    zero_grad()
+                    backward(loss_backward())
+                    opt_step()
                     step += 1
                     self.step = step
                     if step % 64 == 0 and (
@@ -175,16 +193,18 @@ class Trainer:
                     ):
                         hooks.flush(hist, self.counts)
                         last_flush = time.monotonic()
-                if not active.any():
+                if not self._n_active:
                     break
-                last = hist[:, step - 1]
-                if self.tol > 0 and prev_last is not None:
-                    for r in np.flatnonzero(active & (np.abs(last - prev_last) < self.tol)):
-                        self.converged[r] = True
-                        self._stop(int(r), FINISHED, step, step)
-                prev_last = last.copy()
-                hooks.epoch_end(epoch, self.counts, active)
-                if not active.any():
+                if tol > 0:
+                    last = hist[:, step - 1]
+                    if prev_last is not None:
+                        for r in np.flatnonzero(active & (np.abs(last - prev_last) < tol)):
+                            self.converged[r] = True
+                            self._stop(int(r), FINISHED, step, step)
+                    prev_last = last.copy()
+                if epoch_end:
+                    hooks.epoch_end(epoch, self.counts, active)
+                if not self._n_active:
                     break
         for r in np.flatnonzero(active):
             self._stop(int(r), FINISHED, step, step)
