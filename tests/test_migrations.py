@@ -1,4 +1,6 @@
-"""Tests of the Alembic migrations and of how RunStore.open treats new, old, too-new and broken databases."""
+"""Tests of the Alembic migrations and of how RunStore.open treats new, old, too-new and broken databases.
+
+Tests taking ``url`` run on a SQLite file and on a fresh PostgreSQL database (``store_url`` in conftest)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,46 @@ def url_of(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+@pytest.fixture
+def url(store_url: str) -> str:
+    """A store that does not exist yet on each backend: a missing SQLite file, an empty PostgreSQL database."""
+    return store_url
+
+
+def file_of(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def execute(url: str, *statements: str) -> list[tuple]:
+    """Run raw SQL on ``url`` in one transaction (outside expsvc); the rows of the last statement."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            rows: list[tuple] = []
+            for statement in statements:
+                result = conn.exec_driver_sql(statement)
+                rows = [tuple(r) for r in result] if result.returns_rows else []
+            return rows
+    finally:
+        engine.dispose()
+
+
+def state_of(url: str) -> object:
+    """What must not change when a database is refused: the file (SQLite), or tables, revision and row counts."""
+    path = file_of(url)
+    if path is not None:
+        return snapshot(path)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            tables = sorted(sa.inspect(conn).get_table_names())
+            counts = [conn.exec_driver_sql(f'SELECT count(*) FROM "{t}"').scalar() for t in tables]
+            revision = migrate._revision_of(conn) if "alembic_version" in tables else None
+            return tables, counts, revision
+    finally:
+        engine.dispose()
+
+
 def snapshot(path: Path) -> tuple[bytes, int, list[str]]:
     """Bytes, mtime and the directory listing: what must not change when a file is refused."""
     return path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(path.parent))
@@ -49,8 +91,8 @@ def schema_diffs(url: str) -> list:
         engine.dispose()
 
 
-def make_head_db(path: Path, with_data: bool = True) -> None:
-    with RunStore.open(url_of(path)) as store:
+def make_head_db(path: Path | str, with_data: bool = True) -> None:
+    with RunStore.open(path if isinstance(path, str) else url_of(path)) as store:
         if with_data:
             exp = store.get_or_create_experiment("exp")
             from expsvc.store import NewRun
@@ -76,18 +118,22 @@ def test_scripts_are_found_and_linear() -> None:
     assert migrate.known("0001") and not migrate.known("0099") and not migrate.known("zz!")
 
 
-def test_new_database_is_created_at_head_by_the_migrations(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_database_is_created_at_head_by_the_migrations(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_create_all(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the schema must come from the migrations")
 
     monkeypatch.setattr(Base.metadata, "create_all", no_create_all)
-    with RunStore.open(url_of(path)) as store:
+    with RunStore.open(url) as store:
         assert store.current_revision() == "0002"
-    assert schema_diffs(url_of(path)) == []
-    tables = set(sa.inspect(sa.create_engine(url_of(path))).get_table_names())
+    assert schema_diffs(url) == []
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
     assert tables == {*Base.metadata.tables, "alembic_version"}
-    assert (path.parent / "runs.db.lock").exists()  # the migration lock lives next to the database
-    assert not [name for name in os.listdir(path.parent) if ".new-" in name]  # no build leftovers
+    path = file_of(url)
+    if path is not None:
+        assert (path.parent / "runs.db.lock").exists()  # the migration lock lives next to the database
+        assert not [name for name in os.listdir(path.parent) if ".new-" in name]  # no build leftovers
 
 
 def test_new_database_in_a_new_directory(tmp_path: Path) -> None:
@@ -161,41 +207,35 @@ def test_corrupt_files_are_refused_untouched(tmp_path: Path) -> None:
             migrate.current(url_of(path))
 
 
-def test_foreign_sqlite_database_is_refused_untouched(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
-    conn.commit()
-    conn.close()
-    before = snapshot(path)
+def test_foreign_database_is_refused_untouched(url: str) -> None:
+    execute(url, "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    before = state_of(url)
     with pytest.raises(StoreError, match=r"is not an expsvc database .*invoices"):
-        RunStore.open(url_of(path))
-    assert snapshot(path) == before
+        RunStore.open(url)
+    assert state_of(url) == before
 
 
-def test_database_from_a_newer_expsvc_is_refused_untouched(path: Path) -> None:
-    make_head_db(path)
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE alembic_version SET version_num = '0099_future'")
-    conn.commit()
-    conn.close()
-    before = snapshot(path)
+def test_database_from_a_newer_expsvc_is_refused_untouched(url: str) -> None:
+    make_head_db(url)
+    execute(url, "UPDATE alembic_version SET version_num = '0099_future'")
+    before = state_of(url)
     for attempt in (
-        lambda: RunStore.open(url_of(path)),
-        lambda: RunStore.open(url_of(path), upgrade=False),
-        lambda: migrate.upgrade(url_of(path)),
+        lambda: RunStore.open(url),
+        lambda: RunStore.open(url, upgrade=False),
+        lambda: migrate.upgrade(url),
     ):
         with pytest.raises(StoreError, match=r"'0099_future'.*does not know.*newest is '0002'"):
             attempt()
-    assert migrate.current(url_of(path)) == "0099_future"
-    assert snapshot(path) == before
+    assert migrate.current(url) == "0099_future"
+    assert state_of(url) == before
 
 
 # ------------------------------------------------------------------------------------------- upgrades
 
 
-def _build_0001_database(path: Path) -> dict[str, np.ndarray]:
-    """A database at revision 0001 with history (NaNs, ties, an all-NaN metric), left with an open WAL."""
-    migrate.upgrade_to(url_of(path), "0001")
+def _build_0001_database(url: str) -> dict[str, np.ndarray]:
+    """A database at revision 0001 with history (NaNs, ties, an all-NaN metric); a SQLite one keeps an open WAL."""
+    migrate.upgrade_to(url, "0001")
     rng = np.random.default_rng(3)
     series = {
         "r1": rng.normal(size=40),
@@ -203,23 +243,44 @@ def _build_0001_database(path: Path) -> dict[str, np.ndarray]:
         "r3": np.full(3, np.nan),
     }
     series["r1"][[0, 7, 8]] = [np.nan, np.nan, np.nan]
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")  # keep the rows in the -wal: the backup must include them
-    conn.execute("BEGIN")
-    conn.execute("INSERT INTO experiments (id, name, created_at) VALUES (1, 'old', '2025-01-01 00:00:00')")
-    for name, values in series.items():
-        run_id = name.ljust(32, "0")
-        conn.execute(
-            "INSERT INTO runs (id, experiment_id, group_key, seed, status, config, created_at)"
-            " VALUES (?, 1, 'g', 0, 'finished', '{}', '2025-01-01 00:00:00')",
-            (run_id,),
-        )
-        rows = [(run_id, "loss", 10 + 2 * i, None if np.isnan(v) else float(v)) for i, v in enumerate(values)]
-        conn.executemany("INSERT INTO metric_history VALUES (?, ?, ?, ?)", rows)
-    conn.execute("COMMIT")
-    _build_0001_database.keep_open = conn  # type: ignore[attr-defined]
+    experiment = "INSERT INTO experiments (id, name, created_at) VALUES (1, 'old', '2025-01-01 00:00:00')"
+    run = ("INSERT INTO runs (id, experiment_id, group_key, seed, status, config, created_at)"
+           " VALUES (?, 1, 'g', 0, 'finished', '{}', '2025-01-01 00:00:00')")
+    points = {
+        name.ljust(32, "0"): [(name.ljust(32, "0"), "loss", 10 + 2 * i, None if np.isnan(v) else float(v))
+                              for i, v in enumerate(values)]
+        for name, values in series.items()
+    }
+    path = file_of(url)
+    if path is None:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(experiment)
+            for run_id, rows in points.items():
+                conn.exec_driver_sql(run.replace("?", "%s"), (run_id,))
+                conn.exec_driver_sql("INSERT INTO metric_history VALUES (%s, %s, %s, %s)", rows)
+        engine.dispose()
+        _build_0001_database.keep_open = None  # type: ignore[attr-defined]
+    else:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # keep the rows in the -wal: the backup must include them
+        conn.execute("BEGIN")
+        conn.execute(experiment)
+        for run_id, rows in points.items():
+            conn.execute(run, (run_id,))
+            conn.executemany("INSERT INTO metric_history VALUES (?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+        _build_0001_database.keep_open = conn  # type: ignore[attr-defined]
     return {name.ljust(32, "0"): values for name, values in series.items()}
+
+
+def _close_0001() -> None:
+    """Close the SQLite connection :func:`_build_0001_database` left open (if any)."""
+    conn = getattr(_build_0001_database, "keep_open", None)
+    if conn is not None:
+        conn.close()
+        _build_0001_database.keep_open = None  # type: ignore[attr-defined]
 
 
 def _expected(steps: np.ndarray, values: np.ndarray) -> dict[str, object]:
@@ -247,11 +308,11 @@ def _expected(steps: np.ndarray, values: np.ndarray) -> dict[str, object]:
     return out
 
 
-def test_upgrade_from_0001_backs_up_and_backfills_summaries(path: Path) -> None:
-    series = _build_0001_database(path)
+def test_upgrade_from_0001_backs_up_and_backfills_summaries(url: str) -> None:
+    series = _build_0001_database(url)
     try:
-        assert migrate.current(url_of(path)) == "0001"
-        with RunStore.open(url_of(path)) as store:
+        assert migrate.current(url) == "0001"
+        with RunStore.open(url) as store:
             assert store.current_revision() == "0002"
             summaries = store.summaries(list(series))
             for run_id, values in series.items():
@@ -261,8 +322,11 @@ def test_upgrade_from_0001_backs_up_and_backfills_summaries(path: Path) -> None:
                 got_steps, got_values = store.history(run_id)
                 assert store.summaries([run_id])[run_id]["loss"] == _expected(got_steps, got_values)
     finally:
-        _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
-    assert schema_diffs(url_of(path)) == []
+        _close_0001()
+    assert schema_diffs(url) == []
+    path = file_of(url)
+    if path is None:
+        return  # PostgreSQL: no file to back up (the migration runs in one transaction)
     backups = [name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]
     assert len(backups) == 1
     backup = sqlite3.connect(path.parent / backups[0])
@@ -272,18 +336,18 @@ def test_upgrade_from_0001_backs_up_and_backfills_summaries(path: Path) -> None:
     backup.close()
 
 
-def test_old_database_with_upgrade_false_is_refused_untouched(path: Path) -> None:
-    _build_0001_database(path)
-    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
-    before = snapshot(path)
+def test_old_database_with_upgrade_false_is_refused_untouched(url: str) -> None:
+    _build_0001_database(url)
+    _close_0001()
+    before = state_of(url)
     with pytest.raises(StoreError, match=r"revision '0001' but this expsvc needs '0002'.*expsvc db upgrade"):
-        RunStore.open(url_of(path), upgrade=False)
-    assert snapshot(path) == before
+        RunStore.open(url, upgrade=False)
+    assert state_of(url) == before
 
 
-def test_failed_migration_is_rolled_back(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _build_0001_database(path)
-    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
+def test_failed_migration_is_rolled_back(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _build_0001_database(url)
+    _close_0001()
     real = migrate._run_upgrade
 
     def upgrade_then_fail(connection: sa.Connection, target: str = "head") -> None:
@@ -292,15 +356,18 @@ def test_failed_migration_is_rolled_back(path: Path, monkeypatch: pytest.MonkeyP
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(migrate, "_run_upgrade", upgrade_then_fail)
-    with pytest.raises(StoreError, match=r"from 0001 to 0002 failed \(RuntimeError: disk on fire\).*unchanged.*bak-"):
-        RunStore.open(url_of(path))
-    assert migrate.current(url_of(path)) == "0001"  # one transaction: the DDL was rolled back too
-    conn = sqlite3.connect(path)
-    assert "metric_summaries" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    assert conn.execute("SELECT count(*) FROM metric_history").fetchone() == (50,)
-    conn.close()
+    backup = ".*bak-" if file_of(url) is not None else ""
+    failed = r"from 0001 to 0002 failed \(RuntimeError: disk on fire\).*unchanged"
+    with pytest.raises(StoreError, match=failed + backup):
+        RunStore.open(url)
+    assert migrate.current(url) == "0001"  # one transaction: the DDL was rolled back too
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert "metric_summaries" not in sa.inspect(conn).get_table_names()
+        assert conn.exec_driver_sql("SELECT count(*) FROM metric_history").scalar() == 50
+    engine.dispose()
     monkeypatch.setattr(migrate, "_run_upgrade", real)
-    with RunStore.open(url_of(path)) as store:
+    with RunStore.open(url) as store:
         assert store.current_revision() == "0002"
 
 
@@ -317,18 +384,18 @@ def test_migrate_helpers(path: Path) -> None:
     assert migrate.upgrade(url_of(other)) == ("0001", "0002")
 
 
-def test_downgrade_to_base_and_up_again(path: Path) -> None:
-    make_head_db(path)
-    engine = sa.create_engine(url_of(path))
+def test_downgrade_to_base_and_up_again(url: str) -> None:
+    make_head_db(url)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         command.downgrade(migrate.alembic_config(conn), "0001")
         assert "metric_summaries" not in sa.inspect(conn).get_table_names()
         command.downgrade(migrate.alembic_config(conn), "base")
         assert sa.inspect(conn).get_table_names() == ["alembic_version"]
     engine.dispose()
-    with RunStore.open(url_of(path)) as store:
+    with RunStore.open(url) as store:
         assert store.current_revision() == "0002"
-    assert schema_diffs(url_of(path)) == []
+    assert schema_diffs(url) == []
 
 
 def test_alembic_command_line(path: Path) -> None:
@@ -360,14 +427,14 @@ OPENER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_concurrent_opens_upgrade_once(path: Path) -> None:
-    _build_0001_database(path)
-    _build_0001_database.keep_open.close()  # type: ignore[attr-defined]
-    go = path.parent / "go"
+def test_concurrent_opens_upgrade_once(url: str, tmp_path: Path) -> None:
+    _build_0001_database(url)
+    _close_0001()
+    go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", OPENER, url_of(path), str(go)],
+            [sys.executable, "-c", OPENER, url, str(go)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -376,11 +443,14 @@ def test_concurrent_opens_upgrade_once(path: Path) -> None:
         for _ in range(4)
     ]
     deadline = time.monotonic() + 60
-    while len(list(path.parent.glob("go.ready-*"))) < 4:
+    while len(list(tmp_path.glob("go.ready-*"))) < 4:
         assert time.monotonic() < deadline, "openers did not start"
         time.sleep(0.01)
     go.touch()  # all four open at once
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
     assert [out.strip() for out, _ in outputs] == ["0002"] * 4
-    assert len([name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]) == 1
+    path = file_of(url)
+    if path is not None:
+        assert len([name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]) == 1
+    assert execute(url, "SELECT count(*), sum(count) FROM metric_summaries") == [(3, 50)]  # backfilled once

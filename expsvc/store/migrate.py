@@ -274,8 +274,16 @@ def _prepare_server(url: str, *, create: bool, upgrade: bool) -> Prepared:
                 _check_state(where, tables, revision, create=create, upgrade=upgrade)
                 if revision == head():
                     return Prepared(revision, revision)
-                with conn.begin():  # transactional DDL: all revisions or none
-                    _run_upgrade(conn)
+                try:
+                    with conn.begin():  # transactional DDL: all revisions or none
+                        _run_upgrade(conn)
+                except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError):
+                    raise
+                except Exception as err:
+                    raise StoreError(
+                        f"migrating {where} from {revision or 'empty'} to {head()} failed "
+                        f"({type(err).__name__}: {first_line(err)}); the database was left unchanged"
+                    ) from err
                 return Prepared(revision, head())
     finally:
         engine.dispose()
@@ -325,10 +333,18 @@ def current(url: str | None = None) -> str | None:
 
 
 def upgrade_to(url: str, revision: str) -> None:
-    """Upgrade (or create) the SQLite file at ``url`` to a specific ``revision`` (for tests and tooling)."""
+    """Upgrade (or create) the database at ``url`` to a specific ``revision`` (for tests and tooling)."""
     path = sqlite_path(url)
     if path is None:
-        raise StoreError("upgrade_to supports SQLite files only")
+        if parse_url(url).get_backend_name() == "sqlite":
+            raise StoreError("upgrade_to supports SQLite files, not in-memory databases")
+        engine = make_engine(url, poolclass=NullPool)
+        try:
+            with translate_errors(display_url(url)), engine.connect() as conn, _server_lock(conn), conn.begin():
+                _run_upgrade(conn, revision)
+        finally:
+            engine.dispose()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite_files.file_lock(path):
         _migrate_sqlite_file(path, revision)
