@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -175,6 +176,34 @@ def test_get_or_create_experiment_is_idempotent(store: RunStore) -> None:
     assert exp.created_at.tzinfo is not None
     with pytest.raises(StoreError, match="must not be empty"):
         store.get_or_create_experiment("  ")
+
+
+def test_get_or_create_experiment_under_concurrency(db_url: str) -> None:
+    """Eight stores race to create the same ten experiments: one row each, every caller gets its id."""
+    with RunStore.open(db_url):
+        pass  # the schema exists; the race is about the experiment rows
+    names = [f"exp-{i}" for i in range(10)]
+    barrier = threading.Barrier(8)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with RunStore.open(db_url) as own:
+                barrier.wait(timeout=30)
+                results.append([own.get_or_create_experiment(name) for name in names])
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert len(results) == 8 and all(ids == results[0] for ids in results)
+    with RunStore.open(db_url) as store:
+        assert count(store, Experiment) == 10
 
 
 def test_create_runs_and_typed_params(store: RunStore) -> None:
@@ -458,6 +487,38 @@ def test_delete_runs_cascades(store: RunStore) -> None:
     assert store.delete_runs([]) == 0
 
 
+def test_reset_runs_clears_everything_a_run_recorded(store: RunStore) -> None:
+    ids = make_runs(store, 5, lr=0.1)
+    store.start_runs(ids, host="h", pid=1, expsvc_version="0", numpy_version="0", steps_per_epoch=3)
+    for run_id in ids:
+        store.append_history("loss", [(run_id, 0, np.ones(4))])
+        store.log_values(run_id, {"test_accuracy": 1.0})
+        store.set_components(run_id, [ComponentRecord("loss", "mse", "mse", "p", None, None)])
+        store.save_params(run_id, {"w": np.ones(3)})
+    store.finish_run(ids[0], "finished", updates=4)
+    store.finish_run(ids[1], "diverged", error="loss is inf")
+    store.finish_run(ids[2], "failed", error="dask worker lost")
+    store.finish_run(ids[3], "interrupted", error="Ctrl-C")  # ids[4] stays running (not stale: resumed later)
+    assert {r.id for r in store.resumable_runs(store.resolve_experiment("exp").id)} == set(ids[2:4])
+    assert sorted(store.reset_runs(ids)) == sorted(ids[2:4])  # finished, diverged and running are untouched
+    assert store.statuses([*ids, "0" * 32]) == dict(zip(ids, ["finished", "diverged", "queued", "queued", "running"],
+                                                            strict=True))
+    for run_id in ids[2:4]:
+        run = store.resolve_run(run_id)
+        assert (run.error, run.started_at, run.ended_at, run.updates, run.host, run.pid, run.heartbeat_at) == (
+            None, None, None, None, None, None, None)
+        assert store.history(run_id)[0].size == 0 and store.summaries([run_id])[run_id] == {}
+        assert store.components(run_id) == []
+        with pytest.raises(StoreError, match="no saved parameters"):
+            store.load_params(run_id)
+        assert store.params([run_id])[run_id] == {"seed": run.seed, "lr": 0.1}  # the config stays
+    for run_id in (ids[0], ids[1], ids[4]):
+        assert store.history(run_id)[0].size == 4 and store.components(run_id)
+    assert store.status_counts(store.resolve_experiment("exp").id) == {
+        "finished": 1, "diverged": 1, "queued": 2, "running": 1}
+    assert store.reset_runs([]) == []
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
@@ -677,3 +738,14 @@ def test_history_throughput(store: RunStore) -> None:
     print(f"\nappend_history 10x1000 points: best {best * 1e3:.1f} ms = {10_000 / best:,.0f} rows/s")
     assert count(store, MetricPoint) == 50_000
     assert math.isfinite(best)
+
+
+def test_bench_history_writes_reports_rows_per_second_and_cleans_up(db_url: str) -> None:
+    from expsvc.store.bench import bench_history_writes
+
+    result = bench_history_writes(db_url, runs=3, points=200, repeats=2)
+    assert result["backend"] in ("sqlite", "postgresql") and result["rows_per_call"] == 600
+    assert result["rows_per_s"] >= result["median_rows_per_s"] > 0
+    print(f"\n{result['backend']}: {result['rows_per_s']:,.0f} rows/s")
+    with RunStore.open(db_url) as store:
+        assert count(store, Experiment) == count(store, Run) == count(store, MetricPoint) == 0
