@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -73,15 +75,36 @@ def run(
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
     no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run seeds one by one.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local (processes here) or dask.")] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Run again the unfinished runs of this experiment.", metavar="NAME")
+    ] = None,
 ) -> None:
     """Run an experiment: every optimizer x lr x ... configuration over every seed, recorded in the store."""
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import Experiment
+    from expsvc.runner.executors import make_executor
 
-    if seeds is not None and seed:
-        fail("--seeds and --seed exclude each other; give a count or pick seeds")
     if jobs is not None and jobs < 1:
         fail(f"--jobs: {jobs} is not allowed; expected a positive integer")
+    try:
+        runner = make_executor(executor, jobs=jobs, scheduler=scheduler)
+    except ExpsvcError as err:
+        fail(f"--executor: {err}" if executor not in ("local", "dask") else str(err))
+    if resume is not None:
+        grid = {"FILE": file, "--opt": opt, "--seeds": seeds, "--seed": seed, "--lr": lr, "--epochs": epochs,
+                "--batch-size": batch_size, "--model": model, "--loss": loss, "--dataset": dataset,
+                "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name}
+        given = [flag for flag, value in grid.items() if value not in (None, [])]
+        if given:
+            fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
+        _resume(resume, db, jobs, not no_vectorize, quiet, runner)
+        return
+    if seeds is not None and seed:
+        fail("--seeds and --seed exclude each other; give a count or pick seeds")
     values: dict[str, Any] = {
         "optimizer": opt or None,
         "seeds": list(seed) if seed else seeds,
@@ -103,17 +126,69 @@ def run(
         experiment.validate()
     except ExpsvcError as err:
         fail(str(err))
+    vectorize = not no_vectorize
+    per_task = len(experiment.spec.seeds) if vectorize else 1
+    bars = [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)
+            for config in experiment.spec.configs() for _ in range(len(experiment.spec.seeds) // per_task)]
+    result = _execute(runner, bars, quiet, lambda progress: experiment.run(
+        db=db, jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
+    _report(result, db, quiet)
+
+
+def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any) -> None:
+    """``expsvc run --resume NAME``: run again what did not finish, with the stored configs and seeds."""
+    from expsvc.errors import ExpsvcError
+    from expsvc.runner.api import plan_resume
+
+    try:
+        plan = plan_resume(name, db=db)
+    except ExpsvcError as err:
+        fail(str(err))
+    total = sum(plan.counts.values())
+    if not plan.groups:
+        if not quiet:
+            typer.echo(f"nothing to resume: all {total} runs of experiment {plan.experiment!r} ended ("
+                       + ", ".join(f"{n} {s}" for s, n in sorted(plan.counts.items())) + ")")
+        return
+    bars = [(f"{plan.label(task.config)} ({len(task.seeds)} seeds)", task.config.epochs)
+            for task in plan.tasks(vectorize)]
+    if not quiet:
+        typer.echo(f"resuming {len(plan.run_ids)} of {total} runs of experiment {plan.experiment!r}", err=True)
+    result = _execute(runner, bars, quiet, lambda progress: plan.run(
+        jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
+    _report(result, db, quiet)
+
+
+def _execute(runner: Any, bars: list[tuple[str, int]], quiet: bool, call: Any) -> Any:
+    """Start the executor, run ``call(progress)`` (with progress bars on a terminal), stop the executor."""
+    from expsvc.errors import ExpsvcError
+
     show = not quiet and sys.stderr.isatty()
     try:
-        if show:
-            result = _run_with_progress(experiment, db, jobs, not no_vectorize)
-        else:
-            result = experiment.run(db=db, jobs=jobs, vectorize=not no_vectorize)
+        with _started(runner):
+            return _with_progress(bars, call) if show else call(None)
     except KeyboardInterrupt:
         typer.echo("interrupted: unfinished runs are marked 'interrupted'; logged steps are kept", err=True)
         raise typer.Exit(130) from None
     except ExpsvcError as err:
         fail(str(err))
+
+
+@contextmanager
+def _started(runner: Any) -> Iterator[None]:
+    """Start the executor (connect to Dask...) before any run is recorded, and stop it at the end."""
+    start = getattr(runner, "start", None)
+    if start is not None:
+        start()
+    try:
+        yield
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
+
+
+def _report(result: Any, db: str | None, quiet: bool) -> None:
     if not quiet:
         _summary(result)
         hint = "expsvc compare" + (f" --db {db}" if db else "")
@@ -124,22 +199,17 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_with_progress(experiment: Any, db: str | None, jobs: int | None, vectorize: bool) -> Any:
+def _with_progress(bars: list[tuple[str, int]], call: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    configs = experiment.spec.configs()
-    per_task = len(experiment.spec.seeds) if vectorize else 1
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(stderr=True), transient=True) as bar:
-        ids = []
-        for config in configs:
-            for _ in range(len(experiment.spec.seeds) // per_task):
-                ids.append(bar.add_task(f"{experiment.label(config)} ({per_task} seeds)", total=config.epochs))
+        ids = [bar.add_task(description, total=total) for description, total in bars]
 
         def progress(index: int, epochs_done: int, active: int) -> None:
             bar.update(ids[index], completed=epochs_done)
 
-        result = experiment.run(db=db, jobs=jobs, vectorize=vectorize, progress=progress)
+        result = call(progress)
         for task_id in ids:
             bar.update(task_id, completed=bar.tasks[task_id].total)
     return result

@@ -3,6 +3,7 @@
 >>> import expsvc
 >>> result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db="sqlite:///experiments.db")
 >>> model = expsvc.load_model(result.run_ids[0], db="sqlite:///experiments.db")
+>>> expsvc.runner.api.resume(result.experiment, db="sqlite:///experiments.db")  # re-run what did not finish
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from expsvc.core import DataSplit, Loss, Sequential
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import get_system
 from expsvc.runner.build import build, check, load_dataset
-from expsvc.runner.execute import GroupOutcome, Progress, group_tasks
+from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, group_tasks
 from expsvc.runner.executors import Executor, LocalExecutor
-from expsvc.runner.spec import ExperimentSpec, RunConfig
+from expsvc.runner.spec import GRID_KEYS, ExperimentSpec, RunConfig
 
 
 @dataclass
@@ -141,6 +142,106 @@ class Experiment:
                 outcomes: Sequence[GroupOutcome]) -> list[GroupResult]:
         by_id = {o.run_id: o for g in outcomes for o in g.runs}
         return [GroupResult(c, self.label(c), [by_id[i] for i in ids]) for c, ids in zip(configs, run_ids, strict=True)]
+
+
+@dataclass
+class ResumeGroup:
+    """A configuration to run again and its runs (id, seed) that did not finish."""
+
+    config: RunConfig
+    runs: list[tuple[str, int]]
+
+
+@dataclass
+class ResumePlan:
+    """What ``expsvc run --resume`` will run again: the unfinished runs of one experiment, by configuration."""
+
+    experiment: str
+    experiment_id: int
+    url: str
+    counts: dict[str, int]
+    groups: list[ResumeGroup]
+    plugins_dir: str | None = None
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run_id for g in self.groups for run_id, _ in g.runs]
+
+    def label(self, config: RunConfig) -> str:
+        """The grid keys that differ between the resumed configurations (or the optimizer alone)."""
+        keys = [k for k in GRID_KEYS if len({getattr(g.config, k) for g in self.groups}) > 1] or ["optimizer"]
+        return ", ".join(f"{k}={getattr(config, k)}" for k in keys)
+
+    def tasks(self, vectorize: bool = True) -> list[GroupTask]:
+        """One task per configuration (its resumed seeds vectorised) or, without vectorisation, one per seed."""
+        tasks: list[GroupTask] = []
+        for group in self.groups:
+            chunks = [group.runs] if vectorize else [[run] for run in group.runs]
+            for chunk in chunks:
+                tasks.append(GroupTask(len(tasks), self.url, group.config, tuple(seed for _, seed in chunk),
+                                       tuple(run_id for run_id, _ in chunk), self.plugins_dir))
+        return tasks
+
+    def run(self, *, jobs: int | None = None, vectorize: bool = True, executor: Executor | None = None,
+            progress: Progress | None = None) -> ExperimentResult:
+        """Reset the planned runs (history, summaries, components, artifacts, status) and execute them again."""
+        from expsvc.store import RunStore
+
+        store = RunStore.open(self.url, create=False)
+        try:
+            reset = set(store.reset_runs(self.run_ids))
+            self.groups = [ResumeGroup(g.config, [r for r in g.runs if r[0] in reset]) for g in self.groups]
+            self.groups = [g for g in self.groups if g.runs]
+            tasks = self.tasks(vectorize)
+            store.engine.dispose()
+            runner = executor or LocalExecutor(jobs)
+            try:
+                outcomes = runner.run(tasks, progress)
+            except KeyboardInterrupt:
+                store.mark_unfinished(self.run_ids, "interrupted", "interrupted by the user (Ctrl-C)")
+                raise
+        finally:
+            store.close()
+        by_id = {o.run_id: o for g in outcomes for o in g.runs}
+        groups = [GroupResult(g.config, self.label(g.config), [by_id[run_id] for run_id, _ in g.runs])
+                  for g in self.groups]
+        return ExperimentResult(self.experiment, self.experiment_id, self.url, groups)
+
+
+def plan_resume(experiment: str, *, db: str | None = None, plugins_dir: str | None = None) -> ResumePlan:
+    """Find the runs of ``experiment`` that did not finish (stale ``running`` ones count) and validate their configs."""
+    from expsvc.store import RunStore, default_url
+
+    url = db or default_url()
+    store = RunStore.open(url, create=False)  # marks stale running runs failed first
+    try:
+        found = store.resolve_experiment(experiment)
+        runs = store.resumable_runs(found.id)
+        counts = store.status_counts(found.id)
+    finally:
+        store.close()
+    groups: dict[str, ResumeGroup] = {}
+    for run in runs:
+        try:
+            config = RunConfig(**{k: run.config[k] for k in RunConfig.__dataclass_fields__})
+        except (KeyError, TypeError):
+            raise ExpsvcError(f"run {run.id[:8]} has no complete configuration; it cannot be resumed") from None
+        groups.setdefault(run.group_key, ResumeGroup(config, [])).runs.append((run.id, int(run.seed)))
+    system = get_system(plugins_dir)
+    data: dict[str, DataSplit] = {}
+    for group in groups.values():
+        if group.config.dataset not in data:
+            data[group.config.dataset] = load_dataset(system, group.config.dataset)[0]
+        check(system, group.config, data[group.config.dataset])
+    return ResumePlan(found.name, found.id, url, counts, list(groups.values()), plugins_dir)
+
+
+def resume(experiment: str, *, db: str | None = None, jobs: int | None = None, vectorize: bool = True,
+           executor: Executor | None = None, plugins_dir: str | None = None,
+           progress: Progress | None = None) -> ExperimentResult:
+    """Run again, with their stored config and seed, the runs of ``experiment`` that did not finish."""
+    plan = plan_resume(experiment, db=db, plugins_dir=plugins_dir)
+    return plan.run(jobs=jobs, vectorize=vectorize, executor=executor, progress=progress)
 
 
 def run(spec: str | Path | dict[str, Any] | None = None, *, db: str | None = None, jobs: int | None = None,

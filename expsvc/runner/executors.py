@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
+from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, RunOutcome, execute_group
+
+EXECUTORS = ("local", "dask")
 
 
 class Executor(Protocol):
@@ -107,3 +110,16 @@ def _drain(progress_queue: Any, progress: Progress | None) -> None:
             return
         if progress is not None:
             progress(*item)
+
+
+def make_executor(name: str = "local", *, jobs: int | None = None, scheduler: str | None = None) -> Executor:
+    """The executor called ``name``: ``local`` (``jobs`` processes) or ``dask`` (``scheduler``, else a LocalCluster)."""
+    if name not in EXECUTORS:
+        raise ExpsvcError(f"unknown executor {name!r}{did_you_mean(name, EXECUTORS)}; allowed: {', '.join(EXECUTORS)}")
+    if name == "local":
+        if scheduler:
+            raise ExpsvcError("a scheduler address needs the dask executor (--executor dask --scheduler ADDRESS)")
+        return LocalExecutor(jobs)
+    from expsvc.runner.dask import DaskExecutor
+
+    return DaskExecutor(scheduler, n_workers=jobs)
