@@ -139,10 +139,11 @@ def db_current(db: DbOption = None) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from expsvc.cli import analysis, run
+    from expsvc.cli import analysis, db, run
 
     run.register(app)
     analysis.register(app)
+    db.register(db_app)
 
 
 def _prescan_plugins_dir(argv: list[str]) -> None:

@@ -229,7 +229,8 @@ class _SummaryState:
             if self.max is None or values[i_max] > self.max:
                 self.max, self.max_step = float(values[i_max]), int(steps[i_max])
             n_old = self.count - self.nan_count
-            total = float(np.nansum(values)) + (self.mean * n_old if self.mean is not None and n_old else 0.0)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the mean is NaN, stored as NULL
+                total = float(np.nansum(values)) + (self.mean * n_old if self.mean is not None and n_old else 0.0)
             self.mean = _num(total / (n_old + n_new))
         self.count += int(values.size)
         self.nan_count += int(nan.sum())
