@@ -78,7 +78,7 @@ def _missing_driver(parsed: URL, err: BaseException) -> StoreError:
     name = getattr(err, "name", None) or ""
     if parsed.get_backend_name() == "postgresql":
         driver = parsed.get_driver_name()
-        if driver == "psycopg" or name.startswith("psycopg"):
+        if driver == "psycopg" or name.split(".")[0] == "psycopg":
             return StoreError(
                 f"cannot use {display_url(parsed)}: the PostgreSQL driver psycopg 3 is not installed; {POSTGRES_HINT}"
             )
