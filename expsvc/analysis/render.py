@@ -84,7 +84,7 @@ STATUS_COLORS = {"finished": "green", "diverged": "yellow", "failed": "red", "fa
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[str] | frozenset[str] = frozenset(),
                styles: Sequence[dict[str, str]] | None = None) -> str:
     """A fixed-width text table (fast for thousands of rows, unlike rich); ``styles`` colours cells by value."""
-    import click
+    import typer
     from rich.cells import cell_len
 
     widths = [cell_len(h) for h in header]
@@ -99,7 +99,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[
             text = pad + cell if h in right else cell + pad
             color = styles[i].get(cell) if styles else None
             if color or bold:
-                text = click.style(text, fg=color, bold=bold)
+                text = typer.style(text, fg=color, bold=bold)
             parts.append(text)
         return "  ".join(parts).rstrip()
 
