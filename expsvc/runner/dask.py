@@ -205,6 +205,8 @@ class DaskExecutor:
                 outcomes[task.index] = outcome
         except KeyboardInterrupt:
             client.cancel(list(futures), force=True)
+            if self.cluster is not None:
+                self.close()  # stop our own workers before the caller marks their runs interrupted
             raise
         finally:
             if progress is not None:
