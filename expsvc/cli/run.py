@@ -191,12 +191,23 @@ def _started(runner: Any) -> Iterator[None]:
 def _report(result: Any, db: str | None, quiet: bool) -> None:
     if not quiet:
         _summary(result)
-        hint = "expsvc compare" + (f" --db {db}" if db else "")
+        hint = "expsvc compare" + (f" --db {_shown(db)}" if db else "")
         typer.echo(f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
                    + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items()))
                    + f". Next: {hint}")
     if result.statuses().get("failed"):
         raise typer.Exit(1)
+
+
+def _shown(db: str) -> str:
+    """The URL for the next-step hint, password hidden."""
+    from expsvc.errors import ExpsvcError
+    from expsvc.store.engine import display_url
+
+    try:
+        return display_url(db)
+    except ExpsvcError:
+        return db
 
 
 def _with_progress(bars: list[tuple[str, int]], call: Any) -> Any:
