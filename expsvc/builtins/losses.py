@@ -30,11 +30,27 @@ def _check_same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
         )
 
 
-def _per_replica_sum(a: np.ndarray) -> np.ndarray:
-    """``(R, ...) → (R,)``: the sum of each replica's elements (one reduction, no reshape for 3-D arrays)."""
-    if a.ndim == 3:
-        return np.add.reduce(a, axis=(1, 2))
-    return np.add.reduce(a.reshape(a.shape[0], -1), axis=1)
+_WEIGHTS: dict[tuple[int, np.dtype, bool], np.ndarray] = {}
+
+
+def _per_replica(a: np.ndarray, mean: bool = False) -> np.ndarray:
+    """``(R, ...) → (R,)``: each replica's sum (or mean) as a dot product with a ones (or ``1/n``) vector.
+
+    One BLAS dot per replica: at batch 50 ``ndarray.dot`` takes ~0.8 µs against ~2 µs for ``add.reduce``
+    followed by a division (it rounds differently, by ~1e-16 relative).  With several replicas the stacked
+    ``matmul`` makes the same dot call for each row, so a replica's value does not depend on R (a single
+    matrix–vector product would use a blocked kernel whose rounding does).
+    """
+    rows = a.reshape(a.shape[0], -1)
+    key = (rows.shape[1], rows.dtype, mean)
+    weights = _WEIGHTS.get(key)
+    if weights is None:
+        if len(_WEIGHTS) > 64:  # many distinct batch sizes: start over rather than grow
+            _WEIGHTS.clear()
+        weights = _WEIGHTS[key] = np.full(key[0], 1.0 / key[0] if mean else 1.0, dtype=rows.dtype)
+    if rows.shape[0] == 1:
+        return rows.dot(weights)
+    return np.matmul(rows[:, None, :], weights)[:, 0]
 
 
 def _optional_array(value: float | Sequence[float] | None) -> np.ndarray | None:
@@ -81,10 +97,7 @@ class BCEWithLogits(Loss):
             loss = (1 - target) * pred + log_weight * (softplus - pred)
         if self.weight is not None:
             loss *= self.weight.astype(pred.dtype, copy=False)
-        total = _per_replica_sum(loss)
-        if self.reduction == "mean":  # out of place, by a float: ~0.6 µs less than `total /= n` on (R,)
-            return total / float(loss.size // loss.shape[0])
-        return total
+        return _per_replica(loss, mean=self.reduction == "mean")
 
     def backward(self) -> np.ndarray:
         """Gradient ``(R, B, O)`` of the summed loss, with ``σ(x) = exp(x − softplus(x))`` from the forward
@@ -124,8 +137,7 @@ class MSE(Loss):
     def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         _check_same_shape(pred, target, self.name)
         self.diff = pred - target
-        total = _per_replica_sum(self.diff * self.diff)
-        return total / (pred.size // pred.shape[0]) if self.reduction == "mean" else total
+        return _per_replica(self.diff * self.diff, mean=self.reduction == "mean")
 
     def backward(self) -> np.ndarray:
         d = self.diff
@@ -142,7 +154,7 @@ class SumSquared(Loss):
     def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         _check_same_shape(pred, target, self.name)
         self.diff = pred - target
-        return _per_replica_sum(self.diff * self.diff)
+        return _per_replica(self.diff * self.diff)
 
     def backward(self) -> np.ndarray:
         return 2.0 * self.diff
