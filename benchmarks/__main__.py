@@ -18,12 +18,13 @@ from benchmarks.machine import describe
 from benchmarks.seednet import TORCH_INSTALL, torch_available
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    # reps: repetitions per contender (median, min–max); sizes keep --quick under 2 minutes on 2 cores.
+    # reps: repetitions per contender (median, min–max), fast_reps for the in-process seed-net sections; sizes
+    # keep --quick under 2 minutes on 2 cores.
     # warm: an unrecorded first run of every contender (subprocess sections skip it in quick mode).
-    "quick": {"reps": 5, "seed_epochs": 100, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 2, "settle": 0.1,
-              "warm": False},
-    "full": {"reps": 9, "seed_epochs": 300, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 4, "settle": 0.25,
-             "warm": True},
+    "quick": {"reps": 5, "fast_reps": 9, "seed_epochs": 100, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 1,
+              "settle": 0.05, "warm": False},
+    "full": {"reps": 9, "fast_reps": 15, "seed_epochs": 300, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 4,
+             "settle": 0.25, "warm": True},
 }
 
 
@@ -34,8 +35,8 @@ def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print)
     cfg = SETTINGS[mode]
     reps = cfg["reps"]
     steps: list[tuple[str, str, Any]] = [
-        ("1", "1_seed_net", lambda: seednet.section_seed_net(reps, cfg["seed_epochs"], with_torch)),
-        ("2", "2_five_seeds", lambda: seednet.section_five_seeds(reps, cfg["five_epochs"])),
+        ("1", "1_seed_net", lambda: seednet.section_seed_net(cfg["fast_reps"], cfg["seed_epochs"], with_torch)),
+        ("2", "2_five_seeds", lambda: seednet.section_five_seeds(cfg["fast_reps"], cfg["five_epochs"])),
         ("3", "3_wide_net", lambda: widenet.section_wide_net(reps, cfg["wide_n"], cfg["wide_epochs"], with_torch,
                                                              settle=cfg["settle"])),
         ("4", "4_tracking", lambda: {**tracking.section_logging(reps),

@@ -133,7 +133,7 @@ def _spin(n: int) -> None:
         total += i
 
 
-def parallel_capacity(n: int = 2_000_000) -> float:
+def parallel_capacity(n: int = 1_000_000) -> float:
     """How many CPUs were free while measuring: the time of one busy process over the time each of two
     concurrent ones took (≈ 2 on an idle 2-core machine, ≈ 1 if another workload holds a core)."""
     def wall(k: int) -> float:
@@ -145,8 +145,8 @@ def parallel_capacity(n: int = 2_000_000) -> float:
             p.join()
         return time.perf_counter() - start
 
-    one = min(wall(1) for _ in range(3))
-    two = min(wall(2) for _ in range(3))
+    one = min(wall(1) for _ in range(2))
+    two = min(wall(2) for _ in range(2))
     return round(2 * one / two, 2)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.timing import Stats, fmt
+from benchmarks.timing import Stats, fmt, paired_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -19,7 +19,7 @@ class Target:
 
     key: str
     text: str
-    ratio: float | None
+    ratio: float | None  # the measured figure (a ratio or an absolute value, as the target states)
     limit: float
     at_least: bool
     detail: str = ""
@@ -44,47 +44,50 @@ class Target:
                 "at_least": self.at_least, "status": self.status, "detail": self.detail}
 
 
-def _median(stats: Stats | None) -> float | None:
-    return None if stats is None else stats.median
+def ratio(a: Stats | None, b: Stats | None) -> Stats | None:
+    """The paired per-round ratio ``a / b`` (``None`` if either is missing)."""
+    return None if a is None or b is None else paired_ratio(a, b)
 
 
-def _div(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
+def _target(key: str, text: str, stats: Stats | None, limit: float, at_least: bool) -> Target:
+    """A target measured by the median of ``stats`` (its min–max as detail)."""
+    if stats is None:
+        return Target(key, text, None, limit, at_least)
+    return Target(key, text, stats.median, limit, at_least, f"range {fmt(stats.min)}–{fmt(stats.max)}")
 
 
 def targets(sections: dict[str, Any]) -> list[Target]:
-    """Evaluate T1–T6 from the sections that ran (a target whose section did not run is n/a)."""
+    """Evaluate T1–T6 from the sections that ran (a target whose section did not run is n/a).  Ratios are
+    medians of per-round paired ratios of contenders measured side by side."""
     out: list[Target] = []
     seed = sections.get("1_seed_net", {}).get("optimizers", {}).get("adamw", {}).get("stats", {})
     expsvc, floor, torch = seed.get("expsvc"), seed.get("numpy floor (flat)"), seed.get("torch eager")
-    out.append(Target("T1a", "seed net AdamW R=1, expsvc steps/s ÷ torch eager steps/s",
-                      _div(_median(expsvc), _median(torch)), 6.0, True))
-    out.append(Target("T1b", "seed net AdamW R=1, expsvc step time ÷ numpy floor (flat) step time",
-                      _div(_median(floor), _median(expsvc)), 1.15, False))
+    out.append(_target("T1a", "seed net AdamW R=1, expsvc steps/s ÷ torch eager steps/s", ratio(expsvc, torch),
+                       6.0, True))
+    out.append(_target("T1b", "seed net AdamW R=1, expsvc step time ÷ numpy floor (flat) step time",
+                       ratio(floor, expsvc), 1.15, False))
     five = sections.get("2_five_seeds", {})
-    out.append(Target("T2", "5 seeds vectorised wall time ÷ one seed's",
-                      _div(_median(five.get("5 seeds vectorised (R=5)")), _median(five.get("1 seed (R=1)"))), 1.5,
-                      False))
+    out.append(_target("T2", "5 seeds vectorised wall time ÷ one seed's",
+                       ratio(five.get("5 seeds vectorised (R=5)"), five.get("1 seed (R=1)")), 1.5, False))
     wide = sections.get("3_wide_net", {}).get("threads", {})
     for k in ("1", "2"):
         res = wide.get(k, {}).get("results", {}).get("float32", {})
-        out.append(Target(f"T3.{k}", f"wide net float32, {k} thread{'s' if k != '1' else ''}, expsvc ÷ torch steps/s",
-                          _div(_median(res.get("expsvc")), _median(res.get("torch eager"))), 1.0, True))
+        out.append(_target(f"T3.{k}", f"wide net float32, {k} thread{'s' if k != '1' else ''}, expsvc ÷ torch steps/s",
+                           ratio(res.get("expsvc"), res.get("torch eager")), 1.0, True))
     tracking = sections.get("4_tracking", {})
     for jobs in ("jobs=1", "jobs=2"):
         res = tracking.get(jobs, {})
-        out.append(Target(f"T4.{jobs[-1]}", f"default job {jobs}, wall time history on ÷ off",
-                          _div(_median(res.get("history on")), _median(res.get("history off"))), 1.05, False))
+        out.append(_target(f"T4.{jobs[-1]}", f"default job {jobs}, wall time history on ÷ off",
+                           ratio(res.get("history on"), res.get("history off")), 1.05, False))
     startup = sections.get("5_startup", {})
-    out.append(Target("T5a", "expsvc --help wall time [s]", _median(startup.get("expsvc --help")), 0.3, False))
-    out.append(Target("T5b", "default job wall time incl. start-up [s]",
-                      _median(startup.get("default job (subprocess)")), 3.0, False))
-    out.append(Target("T5c", "default job peak RSS [MB]", _median(startup.get("default job peak RSS")), 250.0, False))
+    out.append(_target("T5a", "expsvc --help wall time [s]", startup.get("expsvc --help"), 0.3, False))
+    out.append(_target("T5b", "default job wall time incl. start-up [s]", startup.get("default job (subprocess)"),
+                       3.0, False))
+    out.append(_target("T5c", "default job peak RSS [MB]", startup.get("default job peak RSS"), 250.0, False))
     big = sections.get("6_big_store", {}).get("stats", {})
-    out.append(Target("T6a", "expsvc compare on 1,000 runs × 1,000 steps [s]", _median(big.get("expsvc compare")),
-                      1.0, False))
-    out.append(Target("T6b", "expsvc runs on 1,000 runs × 1,000 steps [s]", _median(big.get("expsvc runs")), 0.5,
-                      False))
+    out.append(_target("T6a", "expsvc compare on 1,000 runs × 1,000 steps [s]", big.get("expsvc compare"), 1.0,
+                       False))
+    out.append(_target("T6b", "expsvc runs on 1,000 runs × 1,000 steps [s]", big.get("expsvc runs"), 0.5, False))
     return out
 
 
@@ -109,18 +112,14 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
     return lines
 
 
-def _stats_rows(stats: dict[str, Any], ref: str | None = None, higher: bool = True) -> list[list[str]]:
-    """Rows ``name | median [min–max] unit | × ref`` for a dict of Stats (ratios relative to ``ref``)."""
+def _stats_rows(stats: dict[str, Any], ref: str | None = None) -> list[list[str]]:
+    """Rows ``name | median [min–max] unit | ÷ ref`` for a dict of Stats (median paired ratio to ``ref``)."""
     rows = []
     base = stats.get(ref) if ref else None
     for name, s in stats.items():
         if not isinstance(s, Stats):
             continue
-        ratio = ""
-        if base is not None:
-            r = s.median / base.median if higher else base.median / s.median
-            ratio = f"{fmt(r)}×"
-        rows.append([name, s.text(), ratio])
+        rows.append([name, s.text(), f"{fmt(paired_ratio(s, base).median)}×" if base is not None else ""])
     return rows
 
 
@@ -151,9 +150,10 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         "## Targets",
         "",
     ]
-    lines += _table(["", "target", "measured", "needs"], (
-        [t.status, f"{t.key} {t.text}", "—" if t.ratio is None else fmt(t.ratio),
+    lines += _table(["", "target", "measured (median)", "min–max", "needs"], (
+        [t.status, f"{t.key} {t.text}", "—" if t.ratio is None else fmt(t.ratio), t.detail.removeprefix("range "),
          f"{'≥' if t.at_least else '≤'} {fmt(t.limit)}"] for t in tgts))
+    lines += ["", "Ratios are medians of per-round ratios of contenders measured side by side (interleaved)."]
     s1 = sections.get("1_seed_net")
     if s1:
         lines += ["", "## 1. Seed net (2-5-3-1 tanh, BCE with logits, batch 50, 300 points), steps/s, R = 1",
@@ -168,8 +168,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
     s2 = sections.get("2_five_seeds")
     if s2:
         lines += ["## 2. Five seeds (AdamW, build + train), wall time", ""]
-        lines += _table(["", "seconds median [min–max]", "÷ 1 seed"],
-                        _stats_rows(s2, "1 seed (R=1)", higher=True))
+        lines += _table(["", "seconds median [min–max]", "÷ 1 seed"], _stats_rows(s2, "1 seed (R=1)"))
         lines += [""]
     s3 = sections.get("3_wide_net")
     if s3:
@@ -183,7 +182,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
             for dtype, stats in block["results"].items():
                 e, t = stats.get("expsvc"), stats.get("torch eager")
                 rows.append([k, dtype, e.text() if e else "—", t.text() if t else "—",
-                             f"{fmt(e.median / t.median)}×" if e and t else "—"])
+                             f"{fmt(paired_ratio(e, t).median)}×" if e and t else "—"])
         lines += [*_table(["threads", "dtype", "expsvc", "torch eager", "expsvc ÷ torch"], rows), ""]
     s4 = sections.get("4_tracking")
     if s4:
@@ -193,7 +192,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         for jobs in ("jobs=1", "jobs=2"):
             if jobs in s4:
                 on, off = s4[jobs]["history on"], s4[jobs]["history off"]
-                rows.append([jobs, on.text(), off.text(), f"{fmt(on.median / off.median)}×"])
+                rows.append([jobs, on.text(), off.text(), f"{fmt(paired_ratio(on, off).median)}×"])
         lines += _table(["", "history on", "history off", "on ÷ off"], rows)
         if "append_history" in s4:
             lines += ["", f"`RunStore.append_history`, 10 runs × 1,000 points per call: {s4['append_history'].text()}"]

@@ -63,6 +63,14 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def paired_ratio(a: Stats, b: Stats, unit: str = "×") -> Stats:
+    """``a_k / b_k`` for every round ``k`` of one :func:`interleaved` run: pairing the contenders round by round
+    cancels drift that is slower than a round, so the median ratio is steadier than a ratio of medians."""
+    if len(a.values) != len(b.values):
+        raise ValueError("paired ratios need the same number of rounds")
+    return Stats([x / y for x, y in zip(a.values, b.values, strict=True)], unit, higher=True)
+
+
 def interleaved(
     cases: Mapping[str, Callable[[], float]],
     reps: int,
