@@ -120,3 +120,41 @@ def test_degenerate_groups() -> None:
     flat = stats.compare({0: 1.0, 1: 1.0}, {5: 2.0, 6: 2.0}, lower_is_better=True)
     assert flat.method == "welch" and math.isnan(flat.p)
     assert flat.to_dict()["p"] is None
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_textbook_statistics_equal_scipy_stats(seed: int) -> None:
+    """The statistics are written from their definitions on scipy.special's t distribution; each must equal
+    scipy.stats' own function on random samples of random sizes (ties included)."""
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(2, 12)), int(rng.integers(2, 12))
+    x = np.round(rng.normal(0.3, 1.0, n), 1)  # rounding makes ties
+    y = np.round(rng.normal(0.0, 2.0, m), 1)
+    assert stats.iqm(x) == pytest.approx(ss.trim_mean(x, 0.25), rel=1e-12, abs=1e-12)
+    assert stats.t_quantile(0.975, n - 1) == pytest.approx(ss.t.ppf(0.975, n - 1), rel=1e-12)
+    u = ss.mannwhitneyu(x, y, alternative="two-sided").statistic / (n * m)
+    assert stats.prob_better(x, y, lower_is_better=False) == pytest.approx(u, rel=1e-12)
+    welch = stats.compare(dict(enumerate(x)), {100 + i: v for i, v in enumerate(y)}, lower_is_better=True)
+    assert welch.method == "welch"
+    assert welch.p == pytest.approx(ss.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-9)
+    ci = ss.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+    assert (welch.low, welch.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    k = min(n, m)
+    if np.std(x[:k] - y[:k]) > 0:
+        paired = stats.compare(dict(enumerate(x[:k])), dict(enumerate(y[:k])), lower_is_better=True)
+        assert paired.method == "paired"
+        assert paired.p == pytest.approx(ss.ttest_rel(x[:k], y[:k]).pvalue, rel=1e-9)
+        ci = ss.ttest_rel(x[:k], y[:k]).confidence_interval(0.95)
+        assert (paired.low, paired.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_compare_does_not_import_scipy_stats() -> None:
+    """scipy.stats costs most of a second to import; the comparison must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from expsvc.analysis import stats as st; "
+            "st.compare({0: 1.0, 1: 2.0, 2: 2.5}, {0: 0.5, 1: 1.0, 2: 1.2}, True); st.summarize([1.0, 2.0, 4.0]); "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

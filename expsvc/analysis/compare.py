@@ -486,13 +486,13 @@ def method_lines(result: CompareResult) -> list[str]:
         "Statistics over finished runs only; diverged, failed and unfinished runs are counted in their columns "
         "and excluded from every metric (a finished run without a value for a metric is left out of that "
         "metric's n).",
-        f"mean ± half-width of the {pct} Student-t interval (scipy.stats.t.ppf, n−1 df); std with ddof = 1; "
-        f"IQM = mean of the middle 50 % (scipy.stats.trim_mean 0.25) with a {pct} percentile-bootstrap "
+        f"mean ± half-width of the {pct} Student-t interval (scipy.special.stdtrit, n−1 df); std with ddof = 1; "
+        f"IQM = mean of the middle 50 % (25 % trimmed each side) with a {pct} percentile-bootstrap "
         f"interval ({stats.BOOTSTRAP_RESAMPLES} resamples, seed {result.bootstrap_seed}).",
         f"Δ = group − baseline ({result.baseline}) with its {pct} interval: paired t over the shared seeds when "
-        f"the two groups share at least two seeds (scipy.stats.ttest_rel), Welch's t otherwise "
-        f"(scipy.stats.ttest_ind, equal_var=False); two-sided p-values.",
+        f"the two groups share at least two seeds, Welch's t (Welch–Satterthwaite df) otherwise; two-sided "
+        f"p-values from Student's t (scipy.special.stdtr).",
         "P(better) = probability that a run of the group beats a run of the baseline, "
-        "Mann–Whitney U / (n·m) with ties counted one half (scipy.stats.mannwhitneyu).",
+        "Mann–Whitney U / (n·m) with ties counted one half.",
         f"Direction: {direction}." if direction else "",
     ]

@@ -70,7 +70,7 @@ def fetch_histories(session: Session, experiment_id: int, key: str = "loss",
 
 def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Column-wise mean, t-interval half-width (NaN where fewer than two finite values) and count."""
-    from scipy import stats
+    from scipy.special import stdtrit
 
     finite = np.isfinite(matrix)
     count = finite.sum(axis=0)
@@ -79,7 +79,7 @@ def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.n
         mean = safe.sum(axis=0) / count
         dev = np.where(finite, matrix - mean, 0.0)
         var = (dev**2).sum(axis=0) / (count - 1)
-        half = stats.t.ppf(0.5 + confidence / 2, np.maximum(count - 1, 1)) * np.sqrt(var / count)
+        half = stdtrit(np.maximum(count - 1, 1), 0.5 + confidence / 2) * np.sqrt(var / count)
     mean = np.where(count > 0, mean, np.nan)
     half = np.where(count > 1, half, np.nan)
     return mean, half, count

@@ -294,37 +294,35 @@ def _sentences(result: CompareResult) -> list[str]:
     return [s for g in result.groups for s in g.sentences.values()]
 
 
-def compare_table(result: CompareResult) -> list[Any]:
-    """Renderables: the groups table, one table per metric, the sentences and the method."""
-    from rich import box
-    from rich.table import Table
+def compare_table(result: CompareResult, width: int = 100) -> str:
+    """The terminal form: the groups table, one table per metric, the sentences and the method.
 
-    out: list[Any] = []
-    groups = Table(*GROUP_HEADER, title=f"experiment {result.experiment}: groups", title_justify="left",
-                   box=box.SIMPLE_HEAD)
-    for row in group_rows(result):
-        groups.add_row(*row)
-    out.append(groups)
+    Plain fixed-width text (rich took over a second for the 100 tables of 20 groups × 5 metrics); min and
+    max share a column and the Δ method goes under the table.  Markdown, JSON and CSV keep every field.
+    """
+    import textwrap
+
+    out = [f"experiment {result.experiment}: groups", text_table(GROUP_HEADER, group_rows(result)), ""]
     rows = compare_rows(result)
+    right = set(TERMINAL_HEADER) - {"group"}
     for m in result.metrics:
-        # Terminal tables: min and max share a column and the Δ method goes to the caption, so a metric fits
-        # about 110 columns; markdown, JSON and CSV keep every field separate.
-        table = Table(*TERMINAL_HEADER, title=_metric_title(m), title_justify="left", box=box.SIMPLE_HEAD)
-        tags = set()
+        cells, tags = [], set()
         for row in rows[m.label]:
             diff, tag = _split_tag(row[8])
             tags.add(tag)
-            table.add_row(*row[:6], f"{row[6]} – {row[7]}", diff, *row[9:])
+            cells.append([*row[:6], f"{row[6]} – {row[7]}", diff, *row[9:]])
+        out += [_metric_title(m), text_table(TERMINAL_HEADER, cells, right)]
         tags.discard("")
         if tags:
-            table.caption = "Δ: " + "; ".join(sorted(tags))
-            table.caption_justify = "left"
-        out.append(table)
-    out.extend(f"• {s}" for s in _sentences(result))
-    out.extend(_notes(result))
-    out.append("[dim]Method:[/dim]")
-    out.extend(f"[dim]  {line}[/dim]" for line in result.method if line)
-    return out
+            out.append("Δ: " + "; ".join(sorted(tags)))
+        out.append("")
+    wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ")
+    out += [wrap.fill(f"• {s}") for s in _sentences(result)]
+    out += [wrap.fill(note) for note in _notes(result)]
+    out.append("Method:")
+    out += [textwrap.fill(line, width=width, initial_indent="  ", subsequent_indent="  ")
+            for line in result.method if line]
+    return "\n".join(out)
 
 
 def compare_markdown(result: CompareResult) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,9 +201,7 @@ def compare(
     elif fmt == "markdown":
         typer.echo(render.compare_markdown(result), nl=False)
     else:
-        out = console()
-        for item in render.compare_table(result):
-            out.print(item)
+        typer.echo(render.compare_table(result, width=max(80, shutil.get_terminal_size().columns)))
     if plot:
         typer.echo(f"wrote {info.path} ({info.lines} runs, {info.bands} bands)", err=True)
 
