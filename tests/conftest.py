@@ -15,6 +15,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+CUBE_PLUGIN = '''
+import numpy as np
+from expsvc import Layer, hookimpl
+
+class Cube(Layer):
+    name = "cube"
+    def forward(self, x, train=True):
+        self.x = x
+        return x ** 3
+    def backward(self, dy):
+        return dy * 3 * self.x ** 2
+
+@hookimpl
+def register_activations(register):
+    register(Cube, aliases=("cubic",))
+'''
+"""A small third-party plugin module (an activation ``cube`` alias ``cubic``) for plugin tests."""
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

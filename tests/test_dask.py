@@ -19,25 +19,10 @@ from expsvc.runner.dask import DaskError, DaskExecutor, absolute_task, run_group
 from expsvc.runner.execute import GroupTask
 from expsvc.runner.spec import ExperimentSpec
 from expsvc.store import NewRun, RunStore
-from tests.conftest import REPO, run_cli
+from tests.conftest import CUBE_PLUGIN, REPO, run_cli
 
 pytest.importorskip("distributed")
 
-CUBE = '''
-from expsvc import Layer, hookimpl
-
-class Cube(Layer):
-    name = "cube"
-    def forward(self, x, train=True):
-        self.x = x
-        return x ** 3
-    def backward(self, dy):
-        return dy * 3 * self.x ** 2
-
-@hookimpl
-def register_activations(register):
-    register(Cube)
-'''
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +51,7 @@ def loss_histories(url: str) -> dict[tuple[int, str], np.ndarray]:
 def test_dask_histories_equal_the_local_executor(cluster: DaskExecutor, store_url: str, tmp_path: Path) -> None:
     """Workers write straight to the store (SQLite file or PostgreSQL); a local plugin reaches them by path."""
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "cube.py").write_text(CUBE)
+    (tmp_path / "plugins" / "cube.py").write_text(CUBE_PLUGIN)
     spec = {"optimizer": ["mini_bgd", "adamw(weight_decay=0.1)"], "model": ["linear(4), tanh, linear(1)",
             "linear(3), cube, linear(1)"], "seeds": 3, "epochs": 25, "shuffle": True, "name": "same"}
     local = f"sqlite:///{tmp_path / 'local.db'}"

@@ -13,7 +13,7 @@ import pytest
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import load_plugins
 from expsvc.registry import ComponentConflict, UnknownComponent
-from tests.conftest import REPO, run_cli
+from tests.conftest import CUBE_PLUGIN, REPO, run_cli
 
 BUILTIN_COMPONENTS = {
     "layer": {"linear", "polynomial"},
@@ -26,22 +26,7 @@ BUILTIN_COMPONENTS = {
     "metric": {"accuracy", "precision", "recall", "f1", "mse"},
 }
 
-PLUGIN_MODULE = '''
-import numpy as np
-from expsvc import Layer, hookimpl
-
-class Cube(Layer):
-    name = "cube"
-    def forward(self, x, train=True):
-        self.x = x
-        return x ** 3
-    def backward(self, dy):
-        return dy * 3 * self.x ** 2
-
-@hookimpl
-def register_activations(register):
-    register(Cube, aliases=("cubic",))
-'''
+PLUGIN_MODULE = CUBE_PLUGIN
 
 
 def install_distribution(root: Path, dist: str, version: str, module: str, source: str,
