@@ -142,7 +142,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         f"- Free CPUs while measuring (2 busy processes vs 1): {m.get('parallel_capacity')} of 2",
         f"- Python {m['python']} ({m['implementation']}), {m['os']} {m['machine']}",
         f"- numpy {m['numpy']}, BLAS {m.get('blas')} {m.get('blas_version')} (kernel: {m.get('blas_core')}); "
-        f"threadpoolctl: {m['threadpools'] if isinstance(m['threadpools'], str) else 'installed'}",
+        f"threadpoolctl: {'not installed' if isinstance(m['threadpools'], str) else m['threadpools']}",
         f"- torch: {torch.get('torch', 'not installed — pip install torch==2.13.0')}"
         + (f" (CPU capability {torch.get('cpu_capability')}, MKL {torch.get('mkl')})" if torch else ""),
         f"- BLAS environment: {m['env'] or 'none set'}",
