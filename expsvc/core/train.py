@@ -170,8 +170,8 @@ class Trainer:
         with np.errstate(all="ignore"):
             for epoch in range(self.epochs):
                 self._epoch = epoch
-                if self.scheduler is not None:
-                    opt.lr = self.scheduler.lr(self.base_lr, epoch)
+                if self.scheduler is not None:  # a Python float: a numpy float64 would run float32 updates in float64
+                    opt.lr = float(self.scheduler.lr(self.base_lr, epoch))
                 for xb, yb in self._epoch_batches():
                     values = loss_forward(forward(xb), yb)
                     hist[:, step] = values
