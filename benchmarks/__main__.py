@@ -40,7 +40,8 @@ def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print)
         ("3", "3_wide_net", lambda: widenet.section_wide_net(reps, cfg["wide_n"], cfg["wide_epochs"], with_torch,
                                                              settle=cfg["settle"])),
         ("4", "4_tracking", lambda: {**tracking.section_logging(reps),
-                                     "append_history": tracking.section_append(reps)}),
+                                     "append_history": tracking.section_append(reps),
+                                     "history_writes": tracking.section_history_writes()}),
         ("5", "5_startup", lambda: cli.section_startup(reps, warmup=cfg["warm"])),
         ("6", "6_big_store", lambda: cli.section_big_store(reps, warmup=cfg["warm"])),
     ]

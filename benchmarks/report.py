@@ -196,6 +196,18 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         lines += _table(["", "history on", "history off", "on ÷ off"], rows)
         if "append_history" in s4:
             lines += ["", f"`RunStore.append_history`, 10 runs × 1,000 points per call: {s4['append_history'].text()}"]
+        writes = s4.get("history_writes") or {}
+        if writes:
+            rows = []
+            for backend in ("sqlite", "postgresql"):
+                w = writes.get(backend) or {}
+                if "skipped" in w:
+                    rows.append([backend, "—", f"not measured: {w['skipped']}"])
+                elif w:
+                    rows.append([backend, f"{w['median_rows_per_s']:,.0f}", f"{w['rows_per_s']:,.0f}"])
+            lines += ["", "History writes per store (`expsvc.store.bench.bench_history_writes`, 10 runs × 1,000 "
+                      "points per call; SQLite: executemany, PostgreSQL: binary COPY):", "",
+                      *_table(["store", "rows/s median", "rows/s best"], rows)]
         lines += [""]
     s5 = sections.get("5_startup")
     if s5:

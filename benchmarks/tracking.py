@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,39 @@ def section_append(reps: int, calls: int = 5, runs: int = 10, points: int = 1000
             return interleaved({"append_history": one_rep}, reps, unit="rows/s", higher=True)["append_history"]
         finally:
             store.close()
+
+
+PG_ADMIN_URL = os.environ.get("EXPSVC_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+"""A superuser connection to a PostgreSQL server's ``postgres`` database (override: ``EXPSVC_BENCH_PG_URL``)."""
+
+
+def section_history_writes(repeats: int = 5) -> dict[str, Any]:
+    """``append_history`` rows/s (10 runs × 1,000 points per call) on a SQLite file and, when the server is
+    reachable, on a scratch PostgreSQL database created and dropped here; the reason when it is not."""
+    from sqlalchemy import create_engine, make_url
+    from sqlalchemy.pool import NullPool
+
+    from expsvc.store.bench import bench_history_writes
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="expsvc-bench-") as name:
+        out["sqlite"] = bench_history_writes(f"sqlite:///{Path(name) / 'writes.db'}", repeats=repeats)
+        out["sqlite"].pop("url", None)  # a temporary path of this machine
+    database = f"expsvc_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 5})
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    except Exception as err:  # no psycopg, or no server: report why, keep the rest of the suite
+        out["postgresql"] = {"skipped": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}
+        return out
+    try:
+        url = make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+        out["postgresql"] = bench_history_writes(url, repeats=repeats)
+        out["postgresql"]["url"] = "postgresql (scratch database on the local server)"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
+    return out
