@@ -232,3 +232,17 @@ def test_sparkline() -> None:
     assert render.sparkline([1, math.nan, 0]) == "█×▁"
     assert len(render.sparkline(list(range(1000)), width=40)) == 40
     assert render.sparkline([]) == ""
+
+
+def test_summaries_do_not_depend_on_the_order_of_the_runs() -> None:
+    """The IQM's bootstrap resamples by position: values must enter in seed order, whatever the query order."""
+    from expsvc.analysis import compare as cmp
+
+    records = [cmp.RunRecord(id=f"{i:032x}", experiment_id=1, seed=s, status="finished", group_key="g",
+                             summaries={"loss": {"last": v}})
+               for i, (s, v) in enumerate([(0, 0.61), (1, 0.47), (2, 0.54), (3, 0.55), (4, 0.59)])]
+    metric = [cmp.parse_metric("final_loss")]
+    forward = cmp.compare_groups(cmp.group_runs(records), metric, 0).to_dict()
+    backward = cmp.compare_groups(cmp.group_runs(records[::-1]), metric, 0).to_dict()
+    assert forward["groups"][0]["metrics"]["final loss"]["iqm_low"] is not None
+    assert forward == backward

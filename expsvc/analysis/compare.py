@@ -452,7 +452,10 @@ def compare_groups(
         values.append(per_metric)
     results = []
     for i, g in enumerate(groups):
-        summaries = {m.label: stats.summarize(list(values[i][m.label].values()), bootstrap_seed) for m in metrics}
+        # values in seed order: the bootstrap resamples by position, so its interval must not depend on the
+        # order the database returned the runs in
+        summaries = {m.label: stats.summarize([v for _, v in sorted(values[i][m.label].items())], bootstrap_seed)
+                     for m in metrics}
         comparisons: dict[str, stats.Comparison | None] = {}
         sentences: dict[str, str] = {}
         for m in metrics:
