@@ -51,13 +51,14 @@ def batch_indices(
 ) -> Iterator[np.ndarray]:
     """One epoch of index batches ``(R, b)``: each replica permutes with its own generator when ``shuffle``
     (one permutation per epoch), batches of ``batch_size`` in order, the last partial batch kept."""
-    replicas = len(order_rngs)
-    if shuffle:
-        order = np.stack([rng.permutation(n) for rng in order_rngs])
-    else:
-        order = np.broadcast_to(np.arange(n), (replicas, n))
+    order = epoch_order(n, order_rngs) if shuffle else np.broadcast_to(np.arange(n), (len(order_rngs), n))
     for start in range(0, n, batch_size):
         yield order[:, start : start + batch_size]
+
+
+def epoch_order(n: int, order_rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """One epoch's sample order per replica, ``(R, n)``: each replica permutes with its own generator."""
+    return np.stack([rng.permutation(n) for rng in order_rngs])
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

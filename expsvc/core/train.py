@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from expsvc.core.data import DataSplit, steps_per_epoch
+from expsvc.core.data import DataSplit, epoch_order, steps_per_epoch
 from expsvc.core.layer import Sequential
 from expsvc.core.loss import Loss
 from expsvc.core.optim import Optimizer, Scheduler
@@ -143,7 +143,7 @@ class Trainer:
                     for s, e in self._bounds
                 ]
             return self._fixed
-        order = np.stack([rng.permutation(self.n) for rng in self.order_rngs])
+        order = epoch_order(self.n, self.order_rngs)
         xs, ys = self.x[order], self.y[order]
         return [(xs[:, s:e], ys[:, s:e]) for s, e in self._bounds]
 
