@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +58,24 @@ class GroupOutcome:
     runs: list[RunOutcome]
 
 
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the enclosed store writes are done; it is raised right after.
+
+    A KeyboardInterrupt in the middle of a write can leave a connection checked out with its transaction
+    (and SQLite's write lock) open; the clean-up that follows would then wait on that lock, which nobody
+    releases.  Only the main thread receives signals, so elsewhere (Dask worker threads) this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class StoreHooks(TrainHooks):
     """Flush each replica's new loss values to the store; report progress per epoch."""
 
@@ -70,7 +90,8 @@ class StoreHooks(TrainHooks):
             if counts[r] > self.written[r]
         ]
         if chunks:
-            self.store.append_history("loss", chunks)
+            with held_interrupts():
+                self.store.append_history("loss", chunks)
             self.written[:] = np.maximum(self.written, counts)
 
     def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
@@ -113,41 +134,45 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             epochs=cfg.epochs, batch_size=cfg.batch_size, tol=cfg.tol, shuffle=cfg.shuffle,
             scheduler=comps.scheduler,
         )
-        store.start_runs(
-            task.run_ids, host=socket.gethostname(), pid=os.getpid(), expsvc_version=__version__,
-            numpy_version=np.__version__, steps_per_epoch=trainer.per_epoch,
-        )
         records = _component_records(system, comps)
-        for run_id in task.run_ids:
-            store.set_components(run_id, records)
+        with held_interrupts():
+            store.start_runs(
+                task.run_ids, host=socket.gethostname(), pid=os.getpid(), expsvc_version=__version__,
+                numpy_version=np.__version__, steps_per_epoch=trainer.per_epoch,
+            )
+            for run_id in task.run_ids:
+                store.set_components(run_id, records)
         hooks = StoreHooks(store, task, progress)
         result = trainer.run(hooks)
         train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
         test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
         outcomes = []
-        for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
-            values = {f"train_{k}": float(v[r]) for k, v in train.items()}
-            values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
-            store.log_values(run_id, values)
-            store.save_params(run_id, {p.name: p.value[r] for p in comps.model.parameters()})
-            status = result.status[r]
-            count = int(result.counts[r])
-            final = float(result.history[r, count - 1]) if count else float("nan")
-            store.finish_run(
-                run_id, status, updates=int(result.updates[r]), epochs=int(result.epochs[r]),
-                converged=bool(result.converged[r]), duration=float(result.seconds[r]),
-                error=f"loss became non-finite ({final}) at step {count - 1}" if status == "diverged" else None,
-            )
-            outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
+        with held_interrupts():
+            for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
+                values = {f"train_{k}": float(v[r]) for k, v in train.items()}
+                values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
+                store.log_values(run_id, values)
+                store.save_params(run_id, {p.name: p.value[r] for p in comps.model.parameters()})
+                status = result.status[r]
+                count = int(result.counts[r])
+                final = float(result.history[r, count - 1]) if count else float("nan")
+                store.finish_run(
+                    run_id, status, updates=int(result.updates[r]), epochs=int(result.epochs[r]),
+                    converged=bool(result.converged[r]), duration=float(result.seconds[r]),
+                    error=f"loss became non-finite ({final}) at step {count - 1}" if status == "diverged" else None,
+                )
+                outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
         return GroupOutcome(task.index, outcomes)
     except KeyboardInterrupt:
-        _salvage(store, trainer, hooks)
-        store.mark_unfinished(task.run_ids, "interrupted", "interrupted by the user (Ctrl-C)")
+        with held_interrupts():
+            _salvage(store, trainer, hooks)
+            store.mark_unfinished(task.run_ids, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
     except Exception as err:
-        _salvage(store, trainer, hooks)
-        text = "".join(traceback.format_exception(err))
-        store.mark_unfinished(task.run_ids, "failed", text)
+        with held_interrupts():
+            _salvage(store, trainer, hooks)
+            text = "".join(traceback.format_exception(err))
+            store.mark_unfinished(task.run_ids, "failed", text)
         return GroupOutcome(task.index, [
             RunOutcome(run_id, seed, "failed", error=f"{type(err).__name__}: {err}")
             for run_id, seed in zip(task.run_ids, task.seeds, strict=True)

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any, Protocol
 
 from expsvc.errors import ExpsvcError, did_you_mean
-from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, RunOutcome, execute_group
+from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, RunOutcome, execute_group, held_interrupts
 
 EXECUTORS = ("local", "dask")
 
@@ -46,7 +46,8 @@ def _worker_init(progress_queue: Any) -> None:
 
 def _report(index: int, epochs: int, active: int) -> None:
     if _QUEUE is not None:
-        _QUEUE.put_nowait((index, epochs, active))
+        with held_interrupts():  # a Ctrl-C inside put() would leave the queue's feeder thread waiting forever
+            _QUEUE.put_nowait((index, epochs, active))
 
 
 def _worker_run(task: GroupTask) -> GroupOutcome:
