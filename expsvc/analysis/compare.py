@@ -15,16 +15,23 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from expsvc.analysis import keys as _keys
 from expsvc.analysis import stats
 from expsvc.analysis.grammar import RUN_FIELDS, Field, GrammarError, metric_key, parse_field
+from expsvc.analysis.keys import (  # noqa: F401 (LABEL_ORDER, NOT_LABELS: re-exported, they used to live here)
+    LABEL_ORDER,
+    NOT_LABELS,
+    SUMMARY_COLS,
+    fmt_value,
+    label_keys,
+    param_value,
+)
 from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.store.models import MetricSummary, Run, RunParam
 
 COMPLETED = "finished"
 LOWER_WORDS = ("loss", "mse", "mae", "rmse", "error", "updates", "epochs", "duration", "time", "nll")
 HIGHER_WORDS = ("accuracy", "precision", "recall", "f1", "auc", "r2", "score")
-#: parameters that never label a group (they vary within one)
-NOT_LABELS = ("seed",)
 
 
 class CompareError(ExpsvcError):
@@ -61,18 +68,7 @@ class RunRecord:
         return self.status
 
 
-_SUMMARY_COLS = ("first", "last", "last_step", "min", "min_step", "max", "max_step", "mean", "count", "nan_count")
-
-
-def param_value(text: str | None, num: float | None) -> Any:
-    """A parameter's Python value from its two columns (as the store writes them): bool, int, float or text."""
-    if num is None:
-        return text
-    if text in ("true", "false"):
-        return text == "true"
-    if text is not None and text.lstrip("-").isdigit():
-        return int(text)
-    return float(num)
+_SUMMARY_COLS = SUMMARY_COLS
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
@@ -122,17 +118,9 @@ def load_records(
     return list(records.values())
 
 
-def summary_keys(session: Session, experiment_id: int | None = None) -> list[str]:
-    """The distinct summary keys (of one experiment, or all)."""
-    q = select(MetricSummary.key).distinct()
-    if experiment_id is not None:
-        q = q.join(Run, Run.id == MetricSummary.run_id).where(Run.experiment_id == experiment_id)
-    return sorted(session.scalars(q))
-
-
-def param_keys(session: Session) -> list[str]:
-    """The distinct parameter keys in the store."""
-    return sorted(session.scalars(select(RunParam.key).distinct()))
+#: re-exported from :mod:`expsvc.analysis.keys` (defined here before ``runs`` stopped importing this module)
+summary_keys = _keys.summary_keys
+param_keys = _keys.param_keys
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -242,35 +230,10 @@ class Group:
         return sum(r.status == status for r in self.runs)
 
 
-def fmt_value(v: Any) -> str:
-    """A parameter value for a label: ``0.01``, ``32``, ``adamw``."""
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def _label(values: dict[str, Any]) -> tuple[str, str]:
     label = ", ".join(f"{k}={fmt_value(v)}" for k, v in values.items())
     short = fmt_value(next(iter(values.values()))) if len(values) == 1 else label
     return label, short
-
-
-LABEL_ORDER = ("optimizer", "lr", "model", "loss", "dataset", "batch_size", "schedule", "epochs")
-
-
-def label_keys(params: Sequence[dict[str, Any]]) -> list[str]:
-    """The fewest parameter keys (preferred ones first) that tell the given configurations apart."""
-    keys = sorted({k for p in params for k in p} - set(NOT_LABELS))
-    keys.sort(key=lambda k: (LABEL_ORDER.index(k) if k in LABEL_ORDER else len(LABEL_ORDER),
-                             k == "optimizer_spec", k))
-    chosen: list[str] = []
-    distinct = 1
-    for k in keys:
-        n = len({tuple(repr(p.get(c)) for c in [*chosen, k]) for p in params})
-        if n > distinct:
-            chosen.append(k)
-            distinct = n
-    return chosen
 
 
 def group_runs(runs: Sequence[RunRecord], by: Sequence[str] | None = None) -> list[Group]:

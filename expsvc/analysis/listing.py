@@ -12,8 +12,8 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from expsvc.analysis.compare import _SUMMARY_COLS, label_keys, param_keys, param_value, summary_keys
-from expsvc.analysis.grammar import RUN_FIELDS, Field, GrammarError, check_keys, compile_node, parse, parse_field
+from expsvc.analysis.keys import SUMMARY_COLS as _SUMMARY_COLS
+from expsvc.analysis.keys import label_keys, param_keys, param_value, summary_keys
 from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.store.models import Experiment, MetricPoint, MetricSummary, Run, RunComponent, RunParam
 
@@ -83,6 +83,8 @@ def build_filter(
         else:
             clauses.append(Run.status == s)
     if where is not None:
+        from expsvc.analysis.grammar import check_keys, compile_node, parse  # only for --where (import cost)
+
         node = parse(where)
         if check:
             check_keys(node, where, param_keys(session), summary_keys(session))
@@ -98,6 +100,8 @@ def _sort_clauses(sort: str) -> list[Any]:
     if key in TIME_FIELDS:
         exprs = [TIME_FIELDS[key]]
     else:
+        from expsvc.analysis.grammar import RUN_FIELDS, Field, GrammarError, parse_field  # only for --sort
+
         try:
             f: Field = parse_field(key)
         except GrammarError as err:

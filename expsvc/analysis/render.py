@@ -8,10 +8,13 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from expsvc.analysis.compare import CompareResult, GroupResult, fmt_p, fmt_value
-from expsvc.analysis.listing import RunDetails, RunRow
+from expsvc.analysis.keys import fmt_value
+
+if TYPE_CHECKING:  # annotations only: ``runs`` must not import compare (numpy, scipy) through here
+    from expsvc.analysis.compare import CompareResult, GroupResult
+    from expsvc.analysis.listing import RunDetails, RunRow
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 DASH = "–"
@@ -249,6 +252,8 @@ def group_rows(result: CompareResult) -> list[list[str]]:
 
 def compare_rows(result: CompareResult) -> dict[str, list[list[str]]]:
     """Per metric, the cells of its table, built from the JSON form so that both show the same numbers."""
+    from expsvc.analysis.compare import fmt_p
+
     data = result.to_dict()
     out: dict[str, list[list[str]]] = {}
     for m in data["metrics"]:
