@@ -60,7 +60,7 @@ TITLES = {
     "1_seed_net": "seed net: expsvc vs numpy floor vs torch eager",
     "2_five_seeds": "five seeds: vectorised vs one by one vs one seed",
     "3_wide_net": "wide net: expsvc vs torch at 1 and 2 threads (worker processes)",
-    "4_tracking": "tracking: default job with history on/off, append_history rows/s",
+    "4_tracking": "tracking: default job with history on/off, append_history points/s",
     "5_startup": "CLI start-up, default job wall time and peak RSS",
     "6_big_store": "compare and runs on 1,000 runs x 1,000 steps (built once, cached)",
 }

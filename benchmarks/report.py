@@ -195,7 +195,8 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
                 rows.append([jobs, on.text(), off.text(), f"{fmt(paired_ratio(on, off).median)}×"])
         lines += _table(["", "history on", "history off", "on ÷ off"], rows)
         if "append_history" in s4:
-            lines += ["", f"`RunStore.append_history`, 10 runs × 1,000 points per call: {s4['append_history'].text()}"]
+            lines += ["", f"`RunStore.append_history`, 10 runs × 1,000 points per call (one chunk row per run): "
+                      f"{s4['append_history'].text().replace('rows/s', 'points/s')}"]
         writes = s4.get("history_writes") or {}
         if writes:
             rows = []
@@ -206,8 +207,8 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
                 elif w:
                     rows.append([backend, f"{w['median_rows_per_s']:,.0f}", f"{w['rows_per_s']:,.0f}"])
             lines += ["", "History writes per store (`expsvc.store.bench.bench_history_writes`, 10 runs × 1,000 "
-                      "points per call; SQLite: executemany, PostgreSQL: binary COPY):", "",
-                      *_table(["store", "rows/s median", "rows/s best"], rows)]
+                      "points per call, stored as one chunk row per run):", "",
+                      *_table(["store", "points/s median", "points/s best"], rows)]
         lines += [""]
     s5 = sections.get("5_startup")
     if s5:

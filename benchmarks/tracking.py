@@ -97,7 +97,7 @@ def _history_rows(url: str) -> int:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT count(*) FROM metric_history").scalar_one())
+            return int(conn.exec_driver_sql("SELECT coalesce(sum(count), 0) FROM metric_chunks").scalar_one())
     finally:
         engine.dispose()
 

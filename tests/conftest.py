@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +57,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         [sys.executable, "-m", "expsvc", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
         timeout=timeout, **kwargs,  # type: ignore[arg-type]
     )
+
+
+def expand_chunks(rows: object) -> list[tuple]:
+    """Rows ``(*head, first_step, data)`` of ``metric_chunks`` as one row per point ``(*head, step, value)``.
+
+    ``value`` is a float (NaN stays NaN); the rows keep their order, points ascend within a chunk.
+    """
+    out: list[tuple] = []
+    for *head, first, data in rows:  # type: ignore[attr-defined]
+        values = np.frombuffer(bytes(data), dtype="<f8")
+        out.extend((*head, first + i, float(v)) for i, v in enumerate(values))
+    return out
 
 
 # ------------------------------------------------------------------------------------ PostgreSQL

@@ -52,11 +52,11 @@ def test_db_current_and_upgrade(tmp_path: Path) -> None:
     missing = run_cli("db", "current", "--db", db)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     created = run_cli("db", "upgrade", "--db", db)
-    assert created.returncode == 0 and "-> 0002" in created.stdout
+    assert created.returncode == 0 and "-> 0003" in created.stdout
     again = run_cli("db", "upgrade", "--db", db)
-    assert again.returncode == 0 and "already at 0002" in again.stdout
+    assert again.returncode == 0 and "already at 0003" in again.stdout
     current = run_cli("db", "current", "--db", db)
-    assert current.returncode == 0 and "revision 0002 (head 0002)" in current.stdout
+    assert current.returncode == 0 and "revision 0003 (head 0003)" in current.stdout
 
 
 def test_corrupt_database_is_one_line_and_untouched(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_exception_in_training_marks_runs_failed_with_traceback(tmp_path: Path) 
     assert proc.returncode == 1, proc.stderr
     with sqlite3.connect(tmp_path / "experiments.db") as conn:
         rows = conn.execute("SELECT status, error FROM runs").fetchall()
-        points = conn.execute("SELECT count(*) FROM metric_history").fetchone()[0]
+        points = conn.execute("SELECT coalesce(sum(count), 0) FROM metric_chunks").fetchone()[0]
     assert len(rows) == 2 and all(s == "failed" for s, _ in rows)
     assert all("Traceback" in e and "flaky layer gave up" in e for _, e in rows)
     assert points == 2 * 99  # every loss computed before the failure was kept

@@ -19,7 +19,7 @@ from expsvc.runner.dask import DaskError, DaskExecutor, absolute_task, run_group
 from expsvc.runner.execute import GroupTask
 from expsvc.runner.spec import ExperimentSpec
 from expsvc.store import NewRun, RunStore
-from tests.conftest import CUBE_PLUGIN, REPO, run_cli
+from tests.conftest import CUBE_PLUGIN, REPO, expand_chunks, run_cli
 
 pytest.importorskip("distributed")
 
@@ -38,13 +38,13 @@ def loss_histories(url: str) -> dict[tuple[int, str], np.ndarray]:
     """Loss history per (seed, group_key)."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT r.seed, r.group_key, h.value FROM metric_history h JOIN runs r ON r.id = h.run_id "
-            "WHERE h.key = 'loss' ORDER BY r.seed, r.group_key, h.step").all()
+        rows = expand_chunks(conn.exec_driver_sql(
+            "SELECT r.seed, r.group_key, h.first_step, h.data FROM metric_chunks h JOIN runs r ON r.id = h.run_id "
+            "WHERE h.key = 'loss' ORDER BY r.seed, r.group_key, h.first_step").all())
     engine.dispose()
     out: dict[tuple[int, str], list[float]] = {}
-    for seed, group_key, value in rows:
-        out.setdefault((seed, group_key), []).append(np.nan if value is None else value)
+    for seed, group_key, _step, value in rows:
+        out.setdefault((seed, group_key), []).append(value)
     return {key: np.array(values) for key, values in out.items()}
 
 
@@ -150,13 +150,13 @@ def _poll(url: str, sql: str, until: object, timeout: float = 120) -> list[tuple
 @pytest.mark.postgres
 def test_killed_worker_fails_its_runs_and_resume_completes_them(pg_url: str, tmp_path: Path) -> None:
     """Two groups on a 2-worker LocalCluster; the worker of the long one is killed mid-training."""
-    args = ["run", "--opt", "sgd", "--epochs", "20", "--epochs", "3000", "--seeds", "2", "--tol", "0", "-q",
+    args = ["run", "--opt", "sgd", "--epochs", "20", "--epochs", "20000", "--seeds", "2", "--tol", "0", "-q",
             "--executor", "dask", "-j", "2", "--name", "sweep", "--db", pg_url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPSVC_")}
     proc = subprocess.Popen([sys.executable, "-m", "expsvc", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    long_runs = ("SELECT r.id, r.pid, r.status, count(h.step) FROM runs r LEFT JOIN metric_history h "
-                 "ON h.run_id = r.id WHERE r.config::jsonb ->> 'epochs' = '3000' GROUP BY r.id")
+    long_runs = ("SELECT r.id, r.pid, r.status, coalesce(sum(h.count), 0) FROM runs r LEFT JOIN metric_chunks h "
+                 "ON h.run_id = r.id WHERE r.config::jsonb ->> 'epochs' = '20000' GROUP BY r.id")
     try:
         rows = _poll(pg_url, long_runs, lambda rows: len(rows) == 2 and all(r[2] == "running" and r[3] >= 512
                                                                               for r in rows))
@@ -172,7 +172,7 @@ def test_killed_worker_fails_its_runs_and_resume_completes_them(pg_url: str, tmp
         runs = conn.exec_driver_sql("SELECT id, status, error, config::jsonb ->> 'epochs', ended_at FROM runs").all()
     engine.dispose()
     short = {r[0]: r for r in runs if r[3] == "20"}
-    lost = {r[0]: r for r in runs if r[3] == "3000"}
+    lost = {r[0]: r for r in runs if r[3] == "20000"}
     assert {r[1] for r in short.values()} == {"finished"}
     assert all(r[1] == "failed" and r[2].startswith("dask worker lost: worker tcp://") for r in lost.values())
 
@@ -182,10 +182,10 @@ def test_killed_worker_fails_its_runs_and_resume_completes_them(pg_url: str, tmp
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         after = {r[0]: r for r in conn.exec_driver_sql(
-            "SELECT r.id, r.status, r.updates, r.ended_at, (SELECT count(*) FROM metric_history h "
+            "SELECT r.id, r.status, r.updates, r.ended_at, (SELECT sum(h.count) FROM metric_chunks h "
             "WHERE h.run_id = r.id AND h.key = 'loss'), r.error FROM runs r").all()}
     engine.dispose()
     assert {r[1] for r in after.values()} == {"finished"}
     assert all(r[4] == r[2] for r in after.values())  # complete history: one loss per update
-    assert all(after[run_id][2] == 3000 * 6 and after[run_id][5] is None for run_id in lost)
+    assert all(after[run_id][2] == 20000 * 6 and after[run_id][5] is None for run_id in lost)
     assert all(after[run_id][3] == short[run_id][4] for run_id in short)  # untouched

@@ -18,7 +18,7 @@ from expsvc.store.engine import as_utc
 from expsvc.store.models import Base
 from tests.conftest import run_cli
 
-TABLES = ("experiments", "runs", "run_params", "metric_history", "metric_summaries", "run_components",
+TABLES = ("experiments", "runs", "run_params", "metric_chunks", "metric_summaries", "run_components",
           "run_artifacts")
 
 
@@ -77,7 +77,7 @@ def test_round_trip_sqlite_postgres_sqlite_is_exact(tmp_path: Path, pg_url: str)
     back = f"sqlite:///{tmp_path / 'back.db'}"
     make_source(source)
     original = dump(source)
-    assert any(row_value(r, "value") is None for r in original["metric_history"])  # NaN is there (as NULL)
+    assert any(np.isnan(np.frombuffer(row_value(r, "data"), "<f8")).any() for r in original["metric_chunks"])
 
     to_pg = copy_experiments(source, pg_url, batch_runs=3)  # several batches
     assert (to_pg.copied, to_pg.present, to_pg.unfinished) == (11, 0, 1)
@@ -139,7 +139,7 @@ def test_db_copy_cli(tmp_path: Path) -> None:
     make_source(source)
     proc = run_cli("db", "copy", "--from", source, "--to", "sqlite:///b.db", "-e", "other", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("copied 2 runs with 30 history rows in 1 experiment(s) from sqlite:///")
+    assert proc.stdout.startswith("copied 2 runs with 30 history points in 1 experiment(s) from sqlite:///")
     assert "other: 2 of 2 finished runs copied" in proc.stderr
     proc = run_cli("db", "copy", "--from", source, "--to", "sqlite:///b.db", "-q", cwd=tmp_path)
     assert "copied 9 runs" in proc.stdout and "(2 already there; 1 still queued/running" in proc.stdout

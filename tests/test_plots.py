@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from expsvc.analysis import fixtures, plots
 from expsvc.cli.analysis import register
 from expsvc.core import DataSplit
-from expsvc.store.models import MetricPoint
+from expsvc.store.models import MetricChunk
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +61,7 @@ def _curves(engine: Any, queries: list[str] | None = None) -> list[plots.CurveGr
     if queries is not None:
         @event.listens_for(engine, "before_cursor_execute")
         def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if MetricPoint.__tablename__ in statement:
+            if MetricChunk.__tablename__ in statement:
                 queries.append(statement)
 
     with Session(engine) as s:

@@ -12,14 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from expsvc.runner.api import Experiment, plan_resume, resume
-from expsvc.store import MetricPoint, Run, RunStore
+from expsvc.store import MetricChunk, Run, RunStore
 from tests.conftest import run_cli
 
 SPEC = {"dataset": "linear_1d", "model": "linear(4), linear(1)", "loss": "sum_squared", "optimizer": "sgd",
         "lr": [0.03, 0.01], "seeds": 8, "epochs": 40, "batch_size": 3, "tol": 0, "name": "sweep"}
 """Two configurations x 8 seeds; with lr=0.03 some seeds diverge (a mix of finished and diverged runs)."""
+
+
+def _drop_points_from(session: Session, run_id: str, step: int) -> None:
+    """Cut a run's history at ``step`` (as if the process had died there): later chunks go, one is shortened."""
+    for chunk in session.scalars(sa.select(MetricChunk).where(MetricChunk.run_id == run_id)).all():
+        if chunk.first_step >= step:
+            session.delete(chunk)
+        elif chunk.first_step + chunk.count > step:
+            chunk.count = step - chunk.first_step
+            chunk.data = chunk.data[: 8 * chunk.count]
 
 
 def snapshot(url: str) -> dict[str, tuple]:
@@ -56,7 +67,7 @@ def damage(url: str) -> dict[str, str]:
         for run_id, role in roles.items():
             run = session.get(Run, run_id)
             if role in ("failed", "interrupted", "stale"):
-                session.execute(sa.delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step >= 50))
+                _drop_points_from(session, run_id, 50)
             if role == "failed":
                 run.status, run.error = "failed", "dask worker lost: tcp://127.0.0.1:1 died"
             elif role == "interrupted":

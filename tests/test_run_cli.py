@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, expand_chunks, run_cli
 
 
 def db_rows(path: Path, sql: str, *args: object) -> list[tuple]:
@@ -21,14 +21,17 @@ def db_rows(path: Path, sql: str, *args: object) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
+POINTS = "SELECT coalesce(sum(count), 0) FROM metric_chunks"  # history points stored
+
+
 def history(path: Path) -> dict[tuple[int, str], np.ndarray]:
     """Loss history per (seed, configuration), as float arrays (NULL -> NaN)."""
-    rows = db_rows(path, """
-        SELECT r.seed, r.group_key, h.step, h.value FROM metric_history h JOIN runs r ON r.id = h.run_id
-        WHERE h.key = 'loss' ORDER BY r.seed, r.group_key, h.step""")
+    rows = expand_chunks(db_rows(path, """
+        SELECT r.seed, r.group_key, h.first_step, h.data FROM metric_chunks h JOIN runs r ON r.id = h.run_id
+        WHERE h.key = 'loss' ORDER BY r.seed, r.group_key, h.first_step"""))
     out: dict[tuple[int, str], list[float]] = {}
     for seed, opt, _step, value in rows:
-        out.setdefault((seed, opt), []).append(np.nan if value is None else value)
+        out.setdefault((seed, opt), []).append(value)
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -42,7 +45,7 @@ def test_default_job_in_an_empty_directory(tmp_path: Path) -> None:
     runs = db_rows(db, "SELECT id, updates, steps_per_epoch FROM runs")
     for run_id, updates, per_epoch in runs:
         assert updates > 0 and per_epoch > 0
-        (points,) = db_rows(db, "SELECT count(*) FROM metric_history WHERE run_id = ? AND key = 'loss'", run_id)[0]
+        (points,) = db_rows(db, "SELECT sum(count) FROM metric_chunks WHERE run_id = ? AND key = 'loss'", run_id)[0]
         assert points == updates  # one loss per update, nothing lost
         keys = {k for (k,) in db_rows(db, "SELECT key FROM metric_summaries WHERE run_id = ?", run_id)}
         assert {"loss", "test_accuracy", "train_accuracy", "train_precision", "train_recall", "test_loss"} <= keys
@@ -120,12 +123,14 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait_for_points(db: Path, minimum: int, timeout: float = 60) -> None:
+def _wait_for_points(db: Path, minimum: int, timeout: float = 60, runs: int = 1) -> None:
+    """Wait until ``minimum`` points are stored, of at least ``runs`` different runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if db.exists():
             try:
-                if db_rows(db, "SELECT count(*) FROM metric_history")[0][0] >= minimum:
+                stored = db_rows(db, "SELECT count(DISTINCT run_id), coalesce(sum(count), 0) FROM metric_chunks")
+                if stored[0][0] >= runs and stored[0][1] >= minimum:
                     return
             except sqlite3.OperationalError:
                 pass
@@ -144,13 +149,13 @@ def test_sigkill_mid_run_keeps_flushed_points_and_the_run_becomes_stale(tmp_path
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    before = db_rows(db, "SELECT count(*) FROM metric_history")[0][0]
+    before = db_rows(db, POINTS)[0][0]
     assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
     listing = run_cli("runs", "--json", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     rows = db_rows(db, "SELECT status, error FROM runs")
     assert rows and all(s == "failed" and e.startswith("stale:") for s, e in rows)
-    assert db_rows(db, "SELECT count(*) FROM metric_history")[0][0] == before >= 2000
+    assert db_rows(db, POINTS)[0][0] == before >= 2000
     (count,) = db_rows(db, "SELECT sum(count) FROM metric_summaries WHERE key = 'loss'")[0]
     assert count == before  # summaries were written with the data
 
@@ -159,14 +164,14 @@ def test_sigint_marks_runs_interrupted_and_exits_130(tmp_path: Path) -> None:
     proc = _start(["run", "--opt", "adamw", "--opt", "sgd", "--seeds", "2", "--epochs", "1000000", "--tol", "0",
                    "-q", "-j", "2"], tmp_path)
     db = tmp_path / "experiments.db"
-    _wait_for_points(db, 2000)
+    _wait_for_points(db, 2000, runs=4)  # both groups are training
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     rows = db_rows(db, "SELECT status, count(*) FROM runs GROUP BY status")
     assert rows == [("interrupted", 4)]
-    counts = db_rows(db, "SELECT h.run_id, count(*), s.count FROM metric_history h JOIN metric_summaries s "
+    counts = db_rows(db, "SELECT h.run_id, sum(h.count), s.count FROM metric_chunks h JOIN metric_summaries s "
                          "ON s.run_id = h.run_id AND s.key = 'loss' GROUP BY h.run_id")
     assert len(counts) == 4 and all(n == c and n > 0 for _, n, c in counts)
 
@@ -182,7 +187,7 @@ def test_four_concurrent_runs_on_one_file(tmp_path: Path) -> None:
     assert db_rows(db, "SELECT count(*) FROM experiments") == [(1,)]
     assert db_rows(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("finished", 12)]
     (expected,) = db_rows(db, "SELECT sum(updates) FROM runs")[0]
-    assert db_rows(db, "SELECT count(*) FROM metric_history")[0][0] == expected
+    assert db_rows(db, POINTS)[0][0] == expected
 
 
 BAD_INPUTS = [

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from expsvc.store import (
     ComponentRecord,
     Experiment,
-    MetricPoint,
+    MetricChunk,
     MetricSummary,
     NewRun,
     Run,
@@ -147,7 +147,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 
 def test_current_revision_is_head(store: RunStore) -> None:
-    assert store.current_revision() == migrate.head() == "0002"
+    assert store.current_revision() == migrate.head() == "0003"
 
 
 def test_session_commits_and_rolls_back(store: RunStore) -> None:
@@ -281,12 +281,12 @@ def test_history_round_trip_with_nan(store: RunStore) -> None:
     values = np.array([1.0, np.nan, 0.5, np.inf, -2.0])
     store.append_history("loss", [(run_id, 0, values)])
     with store.session() as session:
-        stored = session.scalars(sa.select(MetricPoint.value).order_by(MetricPoint.step)).all()
-    assert stored[1] is None  # NaN is stored as NULL
+        (chunk,) = session.scalars(sa.select(MetricChunk)).all()
+    assert (chunk.first_step, chunk.count, chunk.data) == (0, 5, values.astype("<f8").tobytes())  # one row
     steps, got = store.history(run_id)
     assert steps.dtype == np.int64 and got.dtype == np.float64
     np.testing.assert_array_equal(steps, np.arange(5))
-    np.testing.assert_array_equal(got, values)  # NULL comes back as NaN
+    np.testing.assert_array_equal(got, values)  # NaN and inf come back as they went in
     empty_steps, empty_values = store.history(run_id, "accuracy")
     assert empty_steps.shape == empty_values.shape == (0,)
 
@@ -356,6 +356,40 @@ def test_append_history_errors(store: RunStore) -> None:
     store.append_history("loss", [(run_id, 10, np.ones(0))])  # nothing to do
     assert len(store.history(run_id)[0]) == 3  # the failed calls left nothing behind
     assert store.summaries([run_id])[run_id]["loss"]["count"] == 3
+
+
+@pytest.mark.parametrize(("stored", "new", "clash"), [
+    ([(0, 3)], [(3, 2)], False),  # right after
+    ([(0, 3)], [(2, 2)], True),  # the last stored step again
+    ([(10, 5)], [(0, 10)], False),  # before, touching
+    ([(10, 5)], [(0, 11)], True),  # before, one step into it
+    ([(0, 5), (20, 5)], [(5, 15)], False),  # fills the gap exactly
+    ([(0, 5), (20, 5)], [(12, 2)], False),  # inside the gap
+    ([(0, 5), (20, 5)], [(5, 16)], True),  # the gap and one more
+    ([(0, 5), (20, 5)], [(21, 1)], True),  # inside a stored chunk
+    ([(0, 5), (20, 5)], [(-3, 100)], True),  # around everything
+    ([], [(0, 3), (2, 3)], True),  # two new chunks of one call overlap each other
+    ([(0, 3)], [(5, 3), (3, 2)], False),  # two new chunks, given in reverse order
+])  # fmt: skip
+def test_overlapping_steps_are_refused(
+    store: RunStore, stored: list[tuple[int, int]], new: list[tuple[int, int]], clash: bool
+) -> None:
+    run_id, other = make_runs(store, 2)
+    for first, n in stored:
+        store.append_history("loss", [(run_id, first, np.ones(n))])
+    store.append_history("loss", [(other, 0, np.ones(3))])
+    chunks = [(run_id, first, np.full(n, 2.0)) for first, n in new] + [(other, 3, np.ones(1))]
+    before = store.history(run_id)
+    if clash:
+        with pytest.raises(StoreError, match=rf"already has some of these steps \(runs {run_id[:8]}\)"):
+            store.append_history("loss", chunks)
+        np.testing.assert_array_equal(store.history(run_id)[0], before[0])
+        assert store.point_counts([other]) == {other: 3}  # the whole call was refused
+    else:
+        store.append_history("loss", chunks)
+        steps, values = store.history(run_id)
+        assert steps.size == sum(n for _, n in stored + new) and np.all(np.diff(steps) > 0)
+        assert_summary(store.summaries([run_id])[run_id]["loss"], expected_summary(steps, values))
 
 
 def test_append_history_and_heartbeat_move_heartbeat(store: RunStore) -> None:
@@ -477,7 +511,7 @@ def test_delete_runs_cascades(store: RunStore) -> None:
         store.log_values(run_id, {"test_accuracy": 1.0})
         store.set_components(run_id, [ComponentRecord("loss", "mse", "mse", "p", None, None)])
         store.save_params(run_id, {"w": np.ones(3)})
-    tables = (RunParam, MetricPoint, MetricSummary, RunComponent, RunArtifact)
+    tables = (RunParam, MetricChunk, MetricSummary, RunComponent, RunArtifact)
     before = {model: count(store, model) for model in tables}
     assert store.delete_runs([ids[0], "0" * 32]) == 1
     for model in tables:
@@ -662,7 +696,7 @@ def test_four_concurrent_writer_processes(tmp_path: Path, db_url: str) -> None:
     with RunStore.open(url) as store:
         assert count(store, Experiment) == 1
         assert count(store, Run) == 12
-        assert count(store, MetricPoint) == 4 * 3 * 2 * 20 * 50
+        assert sum(store.point_counts().values()) == 4 * 3 * 2 * 20 * 50
         assert count(store, MetricSummary) == 12 * 3
         with store.session() as session:
             ids = list(session.scalars(sa.select(Run.id)))
@@ -736,7 +770,7 @@ def test_history_throughput(store: RunStore) -> None:
         timings.append(time.perf_counter() - start)
     best = min(timings)
     print(f"\nappend_history 10x1000 points: best {best * 1e3:.1f} ms = {10_000 / best:,.0f} rows/s")
-    assert count(store, MetricPoint) == 50_000
+    assert store.point_counts() == {run_id: 5_000 for run_id in ids}
     assert math.isfinite(best)
 
 
@@ -748,4 +782,4 @@ def test_bench_history_writes_reports_rows_per_second_and_cleans_up(db_url: str)
     assert result["rows_per_s"] >= result["median_rows_per_s"] > 0
     print(f"\n{result['backend']}: {result['rows_per_s']:,.0f} rows/s")
     with RunStore.open(db_url) as store:
-        assert count(store, Experiment) == count(store, Run) == count(store, MetricPoint) == 0
+        assert count(store, Experiment) == count(store, Run) == count(store, MetricChunk) == 0

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from expsvc.analysis.compare import RunRecord, load_records
 from expsvc.errors import ExpsvcError
-from expsvc.store.models import Experiment, MetricPoint
+from expsvc.store.models import Experiment
 
 FORMATS = ("csv", "json")
 STAT_COLUMNS = ("first", "last", "min", "min_step", "max", "max_step", "mean", "count", "nan_count")
@@ -37,18 +37,14 @@ Series = tuple[list[int], list[float | None]]
 
 
 def fetch_all_histories(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, Series]]:
-    """Every history of the given runs: ``{run_id: {key: (steps, values)}}`` (NaN stays ``None``)."""
-    out: dict[str, dict[str, Series]] = {}
-    ids = list(run_ids)
-    for i in range(0, len(ids), 500):
-        q = (select(MetricPoint.run_id, MetricPoint.key, MetricPoint.step, MetricPoint.value)
-             .where(MetricPoint.run_id.in_(ids[i : i + 500]))
-             .order_by(MetricPoint.run_id, MetricPoint.key, MetricPoint.step))
-        for run_id, key, step, value in session.execute(q):
-            steps, values = out.setdefault(run_id, {}).setdefault(key, ([], []))
-            steps.append(step)
-            values.append(value)
-    return out
+    """Every history of the given runs: ``{run_id: {key: (steps, values)}}`` (NaN becomes ``None``, ±inf stays)."""
+    from expsvc.store import history
+
+    return {
+        run_id: {key: (steps.tolist(), [None if v != v else v for v in values.tolist()])
+                 for key, (steps, values) in keys.items()}
+        for run_id, keys in history.read_runs(session, run_ids).items()
+    }
 
 
 def _run_dict(r: RunRecord, experiment: str) -> dict[str, Any]:
@@ -77,8 +73,13 @@ def export_data(session: Session, run_ids: Sequence[str], *, history: bool = Fal
 
 
 def write_json(rows: list[dict[str, Any]], fh: TextIO) -> None:
-    """``{"runs": [...]}`` with NaN as ``null``."""
-    json.dump({"runs": rows}, fh, indent=1, allow_nan=False, default=str)
+    """``{"runs": [...]}`` with NaN and ±inf as ``null`` (JSON has neither)."""
+    clean = [
+        {**row, "history": {k: {"steps": h["steps"], "values": [_clean(v) for v in h["values"]]}
+                            for k, h in row["history"].items()}} if "history" in row else row
+        for row in rows
+    ]
+    json.dump({"runs": clean}, fh, indent=1, allow_nan=False, default=str)
     fh.write("\n")
 
 

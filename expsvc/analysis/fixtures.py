@@ -18,9 +18,10 @@ import numpy as np
 from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.orm import Session
 
+from expsvc.store.history import encode as encode_history
 from expsvc.store.models import (
     Experiment,
-    MetricPoint,
+    MetricChunk,
     MetricSummary,
     Run,
     RunComponent,
@@ -113,10 +114,10 @@ def add_run(
         text, num = param_columns(v)
         session.add(RunParam(run_id=rid, key=k, value_text=text, value_num=num))
     for k, vals in (history or {}).items():
-        rows = [{"run_id": rid, "key": k, "step": i, "value": None if v is None or not math.isfinite(v) else float(v)}
-                for i, v in enumerate(vals)]
-        if rows:
-            session.execute(insert(MetricPoint), rows)
+        values = [math.nan if v is None or not math.isfinite(v) else float(v) for v in vals]
+        if values:
+            session.execute(insert(MetricChunk), [{"run_id": rid, "key": k, "first_step": 0, "count": len(values),
+                                                   "data": encode_history(np.asarray(values))}])
         session.add(MetricSummary(run_id=rid, key=k, **series_summary(vals)))
     for k, v in (summaries or {}).items():
         if isinstance(v, dict):

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from expsvc.analysis.keys import SUMMARY_COLS as _SUMMARY_COLS
 from expsvc.analysis.keys import label_keys, param_keys, param_value, summary_keys
 from expsvc.errors import ExpsvcError, did_you_mean
-from expsvc.store.models import Experiment, MetricPoint, MetricSummary, Run, RunComponent, RunParam
+from expsvc.store.models import Experiment, MetricChunk, MetricSummary, Run, RunComponent, RunParam
 
 STATUSES = ("queued", "running", "finished", "diverged", "failed", "interrupted", "stale")
 # The listing reads plain table columns: a Core query skips the ORM's statement compilation and mapper
@@ -217,8 +217,9 @@ def run_details(session: Session, run_id: str) -> RunDetails:
                             .order_by(RunComponent.position))
     sums = session.execute(select(MetricSummary.key, *[getattr(MetricSummary, c) for c in _SUMMARY_COLS])
                            .where(MetricSummary.run_id == run_id).order_by(MetricSummary.key))
-    loss = session.execute(select(MetricPoint.value).where(MetricPoint.run_id == run_id, MetricPoint.key == "loss")
-                           .order_by(MetricPoint.step)).scalars()
+    from expsvc.store import history
+
+    loss = history.read(session, MetricChunk.run_id == run_id, MetricChunk.key == "loss").get(run_id, {}).get("loss")
     status = run.status
     if status == "failed" and (run.error or "").startswith("stale:"):
         status = "failed (stale)"
@@ -231,13 +232,13 @@ def run_details(session: Session, run_id: str) -> RunDetails:
         components=[{"kind": c.kind, "name": c.name, "spec": c.spec, "plugin": c.plugin, "package": c.package,
                      "version": c.version} for c in comps],
         summaries={row[0]: dict(zip(_SUMMARY_COLS, row[1:], strict=True)) for row in sums},
-        loss=[float("nan") if v is None else float(v) for v in loss],
+        loss=[] if loss is None else loss[1].tolist(),
     )
 
 
 def count_rows(session: Session) -> dict[str, int]:
     """Row counts of every table (used to prove that filters never change the database)."""
     out = {}
-    for model in (Experiment, Run, RunParam, MetricSummary, MetricPoint, RunComponent):
+    for model in (Experiment, Run, RunParam, MetricSummary, MetricChunk, RunComponent):
         out[model.__tablename__] = int(session.scalar(select(func.count()).select_from(model)) or 0)
     return out

@@ -5,18 +5,16 @@ matplotlib is imported inside the drawing functions, with the Agg backend, so th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from expsvc.errors import ExpsvcError
-from expsvc.store.models import MetricPoint, Run
+from expsvc.store.models import Run
 
 X_AXES = ("update", "epoch")
 KINDS = ("loss", "predictions")
@@ -52,20 +50,13 @@ class PlotInfo:
 
 def fetch_histories(session: Session, experiment_id: int, key: str = "loss",
                     run_ids: Sequence[str] | None = None) -> dict[str, History]:
-    """Histories of ``key`` for the runs of an experiment in one query (NULL → NaN), steps ascending."""
-    q = (select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value)
-         .join(Run, Run.id == MetricPoint.run_id)
-         .where(Run.experiment_id == experiment_id, MetricPoint.key == key)
-         .order_by(MetricPoint.run_id, MetricPoint.step))
+    """Histories of ``key`` for the runs of an experiment (or only ``run_ids`` of it), steps ascending."""
+    from expsvc.store import history
+
+    found = history.read(session, Run.experiment_id == experiment_id, history.chunks.c.key == key, join_runs=True)
     wanted = None if run_ids is None else set(run_ids)
-    rows: dict[str, tuple[list[int], list[float]]] = {}
-    for run_id, step, value in session.execute(q):
-        if wanted is not None and run_id not in wanted:
-            continue
-        steps, values = rows.setdefault(run_id, ([], []))
-        steps.append(step)
-        values.append(math.nan if value is None else value)
-    return {k: (np.asarray(s, dtype=float), np.asarray(v, dtype=float)) for k, (s, v) in rows.items()}
+    return {run_id: (keys[key][0].astype(float), keys[key][1]) for run_id, keys in found.items()
+            if wanted is None or run_id in wanted}
 
 
 def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from expsvc.store.engine import StoreError, default_url
 from expsvc.store.models import (
     Experiment,
-    MetricPoint,
+    MetricChunk,
     MetricSummary,
     Run,
     RunArtifact,
@@ -22,7 +22,7 @@ __all__ = [
     "STATUSES",
     "ComponentRecord",
     "Experiment",
-    "MetricPoint",
+    "MetricChunk",
     "MetricSummary",
     "NewRun",
     "Run",

@@ -20,7 +20,8 @@ from expsvc.store.store import NewRun, RunStore
 
 
 def bench_history_writes(url: str, runs: int = 10, points: int = 1000, repeats: int = 5) -> dict[str, Any]:
-    """Time ``append_history`` of ``runs`` x ``points`` values per call (``repeats`` calls); rows/s best and median."""
+    """Time ``append_history`` of ``runs`` x ``points`` values per call (``repeats`` calls); points/s best and median
+    (the ``rows_*`` keys count history points: each call stores one chunk row per run)."""
     rng = np.random.default_rng(0)
     name = f"bench-history-{uuid.uuid4().hex[:12]}"
     timings: list[float] = []
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for url in urls:
         r = bench_history_writes(url)
-        print(f"{r['backend']:<12} {r['rows_per_call']:>6} rows/call  best {r['rows_per_s']:>10,.0f} rows/s  "
-              f"median {r['median_rows_per_s']:>10,.0f} rows/s  ({r['url']})")
+        print(f"{r['backend']:<12} {r['rows_per_call']:>6} points/call  best {r['rows_per_s']:>10,.0f} points/s  "
+              f"median {r['median_rows_per_s']:>10,.0f} points/s  ({r['url']})")
     return 0
 
 

@@ -20,7 +20,7 @@ from expsvc.store import bulk
 from expsvc.store.engine import StoreError, as_utc, display_url, parse_url, sqlite_path
 from expsvc.store.models import (
     Experiment,
-    MetricPoint,
+    MetricChunk,
     MetricSummary,
     Run,
     RunArtifact,
@@ -30,9 +30,10 @@ from expsvc.store.models import (
 from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts
 
 BATCH_RUNS = 100
-HISTORY_CHUNK = 50_000  # history rows read and written at a time
-CHILDREN: tuple[type, ...] = (RunParam, MetricPoint, MetricSummary, RunComponent, RunArtifact)
-_FAST = (RunParam, MetricPoint, MetricSummary, RunComponent)  # plain columns: the driver's bulk path
+ROWS_PER_READ = 10_000  # child rows read and written at a time
+BLOBS_PER_READ = 200  # history chunks / artifacts (blobs) read and written at a time
+CHILDREN: tuple[type, ...] = (RunParam, MetricChunk, MetricSummary, RunComponent, RunArtifact)
+_FAST = (RunParam, MetricSummary, RunComponent)  # plain columns: the driver's bulk path
 
 
 @dataclass
@@ -47,15 +48,16 @@ class CopyReport:
     present: int = 0
     unfinished: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    points: int = 0
 
     def summary(self) -> str:
         """One line for the command line."""
-        history = self.rows.get(MetricPoint.__tablename__, 0)
+        history = self.points
         skipped = [f"{self.present} already there"] if self.present else []
         if self.unfinished:
             skipped.append(f"{self.unfinished} still queued/running, left for a later copy")
         more = f" ({'; '.join(skipped)})" if skipped else ""
-        return (f"copied {self.copied} runs with {history:,} history rows in {len(self.experiments)} experiment(s) "
+        return (f"copied {self.copied} runs with {history:,} history points in {len(self.experiments)} experiment(s) "
                 f"from {self.source} to {self.target}{more}")
 
 
@@ -90,16 +92,20 @@ def _present(conn: sa.Connection, run_ids: Sequence[str]) -> set[str]:
 
 def _rows(conn: sa.Connection, table: sa.Table, run_ids: Sequence[str]) -> Iterator[list[tuple]]:
     """The rows of ``table`` belonging to ``run_ids``, in chunks (streamed from the source)."""
-    order = [table.c[name] for name in ("run_id", "key", "step") if name in table.c] or [table.c.run_id]
+    order = [table.c[name] for name in ("run_id", "key", "first_step") if name in table.c] or [table.c.run_id]
     query = sa.select(*table.columns).where(table.c.run_id.in_(list(run_ids))).order_by(*order)
-    result = conn.execution_options(yield_per=HISTORY_CHUNK).execute(query)
-    for partition in result.partitions(HISTORY_CHUNK):
+    size = ROWS_PER_READ if table.name in {model.__tablename__ for model in _FAST} else BLOBS_PER_READ
+    result = conn.execution_options(yield_per=size).execute(query)
+    for partition in result.partitions(size):
         yield [tuple(row) for row in partition]
 
 
 def _copy_batch(src: sa.Connection, dst: sa.Connection, run_ids: Sequence[str], experiment_id: int,
-                rows: dict[str, int]) -> None:
-    """Copy whole runs (the run rows first, then everything that belongs to them) inside ``dst``'s transaction."""
+                rows: dict[str, int]) -> int:
+    """Copy whole runs (the run rows first, then everything that belongs to them) inside ``dst``'s transaction.
+
+    Counts the rows written per table into ``rows``; returns the number of history points copied.
+    """
     runs = Run.__table__
     copied = [
         {**_utc(dict(row._mapping)), "experiment_id": experiment_id}
@@ -107,6 +113,7 @@ def _copy_batch(src: sa.Connection, dst: sa.Connection, run_ids: Sequence[str], 
     ]
     dst.execute(runs.insert(), copied)
     rows[runs.name] = rows.get(runs.name, 0) + len(copied)
+    points = 0
     for model in CHILDREN:
         table = model.__table__
         for chunk in _rows(src, table, run_ids):
@@ -115,6 +122,10 @@ def _copy_batch(src: sa.Connection, dst: sa.Connection, run_ids: Sequence[str], 
             else:
                 dst.execute(table.insert(), [dict(zip(_columns(table), row, strict=True)) for row in chunk])
             rows[table.name] = rows.get(table.name, 0) + len(chunk)
+            if model is MetricChunk:
+                count = _columns(table).index("count")
+                points += sum(row[count] for row in chunk)
+    return points
 
 
 def copy_experiments(
@@ -181,10 +192,11 @@ def _copy_runs(src_store: RunStore, dst_store: RunStore, batch: list[str], exper
         rows: dict[str, int] = {}
         try:
             with src_store._tx(write=False) as src, dst_store._tx() as dst:
-                _copy_batch(src, dst, todo, experiment_id, rows)
+                points = _copy_batch(src, dst, todo, experiment_id, rows)
         except exc.IntegrityError:
             continue  # another copy inserted some of these runs meanwhile: look again
         report.present += len(present)
+        report.points += points
         for name, n in rows.items():
             report.rows[name] = report.rows.get(name, 0) + n
         return len(todo)

@@ -1,8 +1,9 @@
 """SQLAlchemy 2.0 models: the tracking schema.
 
 Portable across SQLite and PostgreSQL (no dialect-specific types).  NaN values are stored as NULL in the
-float columns of history and summaries (SQLite cannot hold NaN) and read back as NaN; ``nan_count`` says how
-many there were.  The schema is created and evolved only by the Alembic migrations in ``migrations/``.
+float columns of summaries (SQLite cannot hold NaN) and read back as NaN; ``nan_count`` says how many there
+were.  History values live in float64 blobs, where NaN is itself.  The schema is created and evolved only
+by the Alembic migrations in ``migrations/``.
 """
 
 from __future__ import annotations
@@ -88,15 +89,20 @@ class RunParam(Base):
     __table_args__ = (Index("ix_run_params_key_num", "key", "value_num"),)
 
 
-class MetricPoint(Base):
-    """One logged value: ``value`` NULL means NaN."""
+class MetricChunk(Base):
+    """Consecutive points of one metric of one run: steps ``first_step`` … ``first_step + count - 1``.
 
-    __tablename__ = "metric_history"
+    ``data`` holds the ``count`` values as little-endian float64 (NaN and ±inf kept as they are); one row per
+    flush, so logging a step costs a few bytes instead of a row (see :mod:`expsvc.store.history`).
+    """
+
+    __tablename__ = "metric_chunks"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    value: Mapped[float | None] = mapped_column(Float)
+    first_step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class MetricSummary(Base):

@@ -2,7 +2,8 @@
 
 Every training worker process opens its own :class:`RunStore`.  Write methods run in one short transaction
 each (on SQLite ``BEGIN IMMEDIATE``, so concurrent writers queue on the 30 s busy timeout instead of
-failing).  NaN is stored as NULL in history and summaries and read back as NaN.
+failing).  History is stored in chunks (:mod:`expsvc.store.history`); NaN is stored as NULL in summaries and
+read back as NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from expsvc.errors import did_you_mean
-from expsvc.store import bulk, migrate
+from expsvc.store import history, migrate
 from expsvc.store.engine import (
     StoreError,
     as_utc,
@@ -44,7 +45,7 @@ from expsvc.store.engine import (
 from expsvc.store.models import (
     Base,
     Experiment,
-    MetricPoint,
+    MetricChunk,
     MetricSummary,
     Run,
     RunArtifact,
@@ -63,7 +64,7 @@ SUMMARY_FIELDS = (
 _IN_CHUNK = 500  # ids per IN (...) list; far below SQLite's variable limit
 _HEX = re.compile(r"[0-9a-f]+")
 
-_history = MetricPoint.__table__
+_chunk_table = MetricChunk.__table__
 _summaries = MetricSummary.__table__
 _runs = Run.__table__
 _params = RunParam.__table__
@@ -417,7 +418,8 @@ class RunStore:
     def append_history(self, key: str, chunks: Sequence[tuple[str, int, np.ndarray]]) -> None:
         """Append points to metric ``key`` and update its summaries and the runs' heartbeats, in one transaction.
 
-        The points go through the driver's bulk path (binary ``COPY`` on PostgreSQL, ``executemany`` on SQLite).
+        Each ``(run_id, first_step, values)`` becomes one chunk row (:mod:`expsvc.store.history`); steps that a
+        run already has for ``key`` are refused.
         """
         parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         for run_id, first_step, raw in chunks:
@@ -428,15 +430,28 @@ class RunStore:
             if values.size == 0:
                 continue
             first = int(first_step)
+            try:
+                history.check_steps(first, values.size)
+            except ValueError as err:
+                raise StoreError(str(err)) from None
             steps = np.arange(first, first + values.size, dtype=np.int64)
             parsed.append((run_id, steps, values, np.isnan(values)))
         if not parsed:
             return
         run_ids = list(dict.fromkeys(run_id for run_id, *_ in parsed))
+        shown = ", ".join(run_id[:8] for run_id in run_ids)
         try:
             with self._tx() as conn:
-                bulk.insert_points(conn, _history, key, parsed)
                 states = self._load_summaries(conn, run_ids, key)
+                clashing = self._clashing_steps(conn, key, parsed, states)
+                if clashing:
+                    shown = ", ".join(run_id[:8] for run_id in clashing)
+                    raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})")
+                conn.execute(_chunk_table.insert(), [
+                    {"run_id": run_id, "key": key, "first_step": int(steps[0]), "count": int(steps.size),
+                     "data": history.encode(values)}
+                    for run_id, steps, values, _ in parsed
+                ])  # fmt: skip
                 for run_id, steps, values, nan in parsed:
                     states.setdefault(run_id, _SummaryState(None)).add(steps, values, nan)
                 for run_id, state in list(states.items()):
@@ -452,10 +467,41 @@ class RunStore:
                     conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(heartbeat_at=now))
         except exc.IntegrityError as err:
             message = str(err.orig).lower()
-            shown = ", ".join(run_id[:8] for run_id in run_ids)
             if "unique" in message or "duplicate" in message:
                 raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})") from None
             raise StoreError(f"cannot append history for metric {key!r}: unknown run among {shown}") from None
+
+    def _clashing_steps(
+        self,
+        conn: sa.Connection,
+        key: str,
+        parsed: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+        states: dict[str, _SummaryState],
+    ) -> list[str]:
+        """The runs whose new chunks overlap each other or steps already stored for ``key``.
+
+        A summary's ``last_step`` is the run's largest stored step (out-of-order appends recompute it), so
+        the usual append (every new step after it) needs no query; only runs appending earlier steps, or
+        without a summary to tell, get their stored spans read.
+        """
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for run_id, steps, _, _ in parsed:
+            spans.setdefault(run_id, []).append((int(steps[0]), int(steps.size)))
+        clashing = []
+        for run_id, new in spans.items():
+            state = states.get(run_id)
+            after_all = state is None or (state.last_step is not None and min(f for f, _ in new) > state.last_step)
+            if after_all:
+                stored: list[tuple[int, int]] = []
+            else:
+                rows = conn.execute(
+                    sa.select(_chunk_table.c.first_step, _chunk_table.c.count)
+                    .where(_chunk_table.c.run_id == run_id, _chunk_table.c.key == key)
+                ).all()
+                stored = [(int(first), int(count)) for first, count in rows]
+            if (len(new) > 1 or stored) and history.overlaps([*new, *stored]):
+                clashing.append(run_id)
+        return clashing
 
     def _load_summaries(self, conn: sa.Connection, run_ids: list[str], key: str) -> dict[str, _SummaryState]:
         states: dict[str, _SummaryState] = {}
@@ -654,7 +700,7 @@ class RunStore:
             "host": None, "pid": None, "heartbeat_at": None, "expsvc_version": None, "numpy_version": None,
             "updates": None, "epochs": None, "converged": None, "steps_per_epoch": None,
         }  # fmt: skip
-        children = (_history, _summaries, RunComponent.__table__, RunArtifact.__table__)
+        children = (_chunk_table, _summaries, RunComponent.__table__, RunArtifact.__table__)
         with self._tx() as conn:
             for ids in _chunks(list(dict.fromkeys(run_ids))):
                 update = _runs.update().where(_runs.c.id.in_(ids), _runs.c.status.in_(RESUMABLE)).values(**cleared)
@@ -741,12 +787,8 @@ class RunStore:
         return matches[0]
 
     def _history_in(self, conn: sa.Connection, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = conn.execute(
-            sa.select(_history.c.step, _history.c.value)
-            .where(_history.c.run_id == run_id, _history.c.key == key)
-            .order_by(_history.c.step)
-        ).all()
-        return _arrays(rows)
+        found = history.read(conn, _chunk_table.c.run_id == run_id, _chunk_table.c.key == key)
+        return found.get(run_id, {}).get(key) or history.empty()
 
     def history(self, run_id: str, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
         """(steps int64, values float64 with NaN) of one metric of one run, in step order."""
@@ -755,18 +797,14 @@ class RunStore:
 
     def histories(self, run_ids: Sequence[str], key: str = "loss") -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """:meth:`history` for many runs at once (one query per 500 runs); every requested id is a key."""
-        ids = list(dict.fromkeys(run_ids))
-        grouped: dict[str, list[tuple[int, float | None]]] = {run_id: [] for run_id in ids}
         with self._tx(write=False) as conn:
-            for chunk in _chunks(ids):
-                rows = conn.execute(
-                    sa.select(_history.c.run_id, _history.c.step, _history.c.value)
-                    .where(_history.c.run_id.in_(chunk), _history.c.key == key)
-                    .order_by(_history.c.run_id, _history.c.step)
-                )
-                for run_id, step, value in rows:
-                    grouped[run_id].append((step, value))
-        return {run_id: _arrays(rows) for run_id, rows in grouped.items()}
+            found = history.read_runs(conn, run_ids, key)
+        return {run_id: found.get(run_id, {}).get(key) or history.empty() for run_id in dict.fromkeys(run_ids)}
+
+    def point_counts(self, run_ids: Sequence[str] | None = None, key: str | None = None) -> dict[str, int]:
+        """run id → number of history points stored (of ``key``, or of every metric); runs without any left out."""
+        with self._tx(write=False) as conn:
+            return history.point_counts(conn, run_ids, key)
 
     def summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, dict[str, float | int | None]]]:
         """run id → metric key → summary fields (first, last, min/max with steps, mean, count...)."""
@@ -803,12 +841,3 @@ class RunStore:
             for ids in _chunks(list(dict.fromkeys(run_ids))):
                 deleted += conn.execute(_runs.delete().where(_runs.c.id.in_(ids))).rowcount
         return deleted
-
-
-def _arrays(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) arrays from (step, value-or-None) rows."""
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    steps = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    values = np.array([row[1] for row in rows], dtype=np.float64)  # None (NULL) becomes NaN
-    return steps, values
