@@ -13,10 +13,11 @@ from typing import Annotated
 
 import typer
 
-from expsvc.cli.common import DbOption, console, fail
+from expsvc.cli.common import DbOption, PlainValuesGroup, console, fail
 
 app = typer.Typer(
     name="expsvc",
+    cls=PlainValuesGroup,
     help="Run experiments over optimizers x seeds x hyper-parameters, track them, compare them honestly.",
     no_args_is_help=True,
     add_completion=False,
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(
     help="Database schema: upgrade to the current revision, show the revision.",
+    cls=PlainValuesGroup,
     no_args_is_help=True,
     rich_markup_mode=None,
 )
