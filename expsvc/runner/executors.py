@@ -70,8 +70,13 @@ class LocalExecutor:
         self.jobs = max(1, jobs or os.cpu_count() or 1)
 
     def run(self, tasks: Sequence[GroupTask], progress: Progress | None = None) -> list[GroupOutcome]:
+        if not tasks:
+            return []
         if self.jobs == 1 or len(tasks) <= 1:
-            return [execute_group(t, progress) for t in tasks]
+            from expsvc.store import RunStore
+
+            with RunStore.open(tasks[0].url, create=False, upgrade=False, mark_stale=False) as store:
+                return [execute_group(t, progress, store) for t in tasks]  # one engine for all the groups
         ctx = mp.get_context("fork")
         progress_queue = ctx.Queue()
         outcomes: dict[int, GroupOutcome] = {}
