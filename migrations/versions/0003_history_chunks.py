@@ -11,7 +11,7 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -87,43 +87,38 @@ def _grouped(rows: Iterator[sa.Row]) -> Iterator[dict]:
         yield chunk()
 
 
-def _run_ids(table: sa.TableClause) -> list[str]:
-    return list(op.get_bind().execute(sa.select(table.c.run_id).distinct().order_by(table.c.run_id)).scalars())
+def _convert(source: sa.TableClause, columns: Sequence[str], rows_of: Callable[[Iterator[sa.Row]], Iterator[dict]],
+             target: sa.TableClause) -> None:
+    """Rewrite ``source``'s rows as ``target``'s, a few runs at a time, in (run_id, key, step) order."""
+    bind = op.get_bind()
+    ids = list(bind.execute(sa.select(source.c.run_id).distinct().order_by(source.c.run_id)).scalars())
+    for start in range(0, len(ids), RUNS_PER_READ):
+        query = (
+            sa.select(*(source.c[name] for name in columns))
+            .where(source.c.run_id.in_(ids[start : start + RUNS_PER_READ]))
+            .order_by(*(source.c[name] for name in columns[:3]))
+        )
+        rows = list(rows_of(iter(bind.execute(query))))
+        if rows:
+            bind.execute(target.insert(), rows)
+
+
+def _points(rows: Iterator[sa.Row]) -> Iterator[dict]:
+    """Point rows from chunk rows (run_id, key, first_step, data); NaN becomes NULL."""
+    for run_id, key, first, data in rows:
+        for i, v in enumerate(np.frombuffer(bytes(data), dtype=VALUES).tolist()):
+            yield {"run_id": run_id, "key": key, "step": first + i, "value": None if v != v else v}
 
 
 def upgrade() -> None:
-    """Create metric_chunks, fill it from metric_history (a few runs at a time), drop metric_history."""
+    """Create metric_chunks, fill it from metric_history, drop metric_history."""
     _create_chunks()
-    bind = op.get_bind()
-    ids = _run_ids(history)
-    for start in range(0, len(ids), RUNS_PER_READ):
-        query = (
-            sa.select(history.c.run_id, history.c.key, history.c.step, history.c.value)
-            .where(history.c.run_id.in_(ids[start : start + RUNS_PER_READ]))
-            .order_by(history.c.run_id, history.c.key, history.c.step)
-        )
-        rows = list(_grouped(iter(bind.execute(query))))
-        if rows:
-            bind.execute(chunks.insert(), rows)
+    _convert(history, ("run_id", "key", "step", "value"), _grouped, chunks)
     op.drop_table("metric_history")
 
 
 def downgrade() -> None:
     """Recreate metric_history with a row per point (NaN as NULL), drop metric_chunks."""
     _create_history()
-    bind = op.get_bind()
-    ids = _run_ids(chunks)
-    for start in range(0, len(ids), RUNS_PER_READ):
-        query = (
-            sa.select(chunks.c.run_id, chunks.c.key, chunks.c.first_step, chunks.c.data)
-            .where(chunks.c.run_id.in_(ids[start : start + RUNS_PER_READ]))
-            .order_by(chunks.c.run_id, chunks.c.key, chunks.c.first_step)
-        )
-        rows = [
-            {"run_id": run_id, "key": key, "step": first + i, "value": None if v != v else v}
-            for run_id, key, first, data in bind.execute(query)
-            for i, v in enumerate(np.frombuffer(bytes(data), dtype=VALUES).tolist())
-        ]
-        if rows:
-            bind.execute(history.insert(), rows)
+    _convert(chunks, ("run_id", "key", "first_step", "data"), _points, history)
     op.drop_table("metric_chunks")
