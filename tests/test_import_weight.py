@@ -1,7 +1,7 @@
 """What ``expsvc runs`` and ``expsvc compare`` import: start-up is most of their time (benchmark target T6).
 
-Checked in fresh interpreters through ``sys.modules`` (never by timing): ``runs`` needs neither the comparison
-(statistics, scipy) nor the ``--where`` grammar, and no command needs pydantic to parse its options.  Plus the
+Checked in fresh interpreters through ``sys.modules`` (never by timing): ``runs`` needs neither numpy, the
+comparison (statistics, scipy) nor the ``--where`` grammar, and no command needs pydantic to parse its options.  Plus the
 contract of the CLI's plain option coercion: the same values and errors as typer's own.
 """
 
@@ -32,7 +32,7 @@ else:
 print(json.dumps({"code": code, "before": sorted(before), "after": sorted(sys.modules)}))
 """
 
-HEAVY_FOR_RUNS = ("scipy", "scipy.special", "expsvc.analysis.compare", "expsvc.analysis.stats",
+HEAVY_FOR_RUNS = ("numpy", "scipy", "scipy.special", "expsvc.analysis.compare", "expsvc.analysis.stats",
                   "expsvc.analysis.grammar", "expsvc.analysis.plots", "matplotlib")
 
 

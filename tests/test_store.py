@@ -35,7 +35,7 @@ from expsvc.store import (
     default_url,
     migrate,
 )
-from expsvc.store.store import summarize
+from expsvc.store.history import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 

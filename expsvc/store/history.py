@@ -8,13 +8,14 @@ consecutive steps; chunks of one run and metric never overlap (checked on append
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from expsvc.store.models import MetricChunk, Run
+from expsvc.store.models import SUMMARY_FIELDS, MetricChunk, Run
 
 DTYPE = np.dtype("<f8")
 STEP_MIN, STEP_MAX = -(2**31), 2**31 - 1  # the step columns are 32-bit integers on every backend
@@ -105,3 +106,53 @@ def point_counts(db: Any, run_ids: Sequence[str] | None = None, key: str | None 
         part = query.where(chunks.c.run_id.in_(ids[start : start + IDS_PER_QUERY]))
         out.update({run_id: int(n) for run_id, n in db.execute(part)})
     return out
+
+
+class SummaryState:
+    """A metric summary being updated in memory, chunk by chunk."""
+
+    __slots__ = ("count", "exists", "first", "last", "last_step", "max", "max_step", "mean", "min",
+                 "min_step", "nan_count", "recompute")  # fmt: skip
+
+    def __init__(self, row: Any | None) -> None:
+        self.exists = row is not None
+        self.recompute = False
+        for name in SUMMARY_FIELDS:
+            setattr(self, name, getattr(row, name) if row is not None else None)
+        self.count = self.count or 0
+        self.nan_count = self.nan_count or 0
+
+    def add(self, steps: np.ndarray, values: np.ndarray, nan: np.ndarray) -> None:
+        """Fold one chunk (increasing steps after ``last_step``) into the summary."""
+        if self.count and self.last_step is not None and int(steps[0]) <= self.last_step:
+            self.recompute = True  # out of order: recomputed from the stored history
+        if self.count == 0:
+            self.first = None if nan[0] else float(values[0])
+        self.last = None if nan[-1] else float(values[-1])
+        self.last_step = int(steps[-1])
+        n_new = int(values.size - nan.sum())
+        if n_new:
+            i_min = int(np.nanargmin(values))
+            i_max = int(np.nanargmax(values))
+            if self.min is None or values[i_min] < self.min:
+                self.min, self.min_step = float(values[i_min]), int(steps[i_min])
+            if self.max is None or values[i_max] > self.max:
+                self.max, self.max_step = float(values[i_max]), int(steps[i_max])
+            n_old = self.count - self.nan_count
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the mean is NaN, stored as NULL
+                total = float(np.nansum(values)) + (self.mean * n_old if self.mean is not None and n_old else 0.0)
+            mean = total / (n_old + n_new)
+            self.mean = None if math.isnan(mean) else mean  # NULL in the summaries table
+        self.count += int(values.size)
+        self.nan_count += int(nan.sum())
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SUMMARY_FIELDS}
+
+
+def summarize(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    """The summary fields of a whole history (NaN-aware, like the incremental updates)."""
+    state = SummaryState(None)
+    if values.size:
+        state.add(np.asarray(steps), np.asarray(values, dtype=np.float64), np.isnan(values))
+    return state.row()

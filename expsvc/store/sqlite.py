@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.request import pathname2url
+from urllib.parse import quote
 
 from expsvc.store.engine import BUSY_TIMEOUT_MS, StoreError
 
@@ -41,7 +41,7 @@ class FileState:
 
 
 def _uri(path: Path, params: str) -> str:
-    return f"file:{pathname2url(str(path.absolute()))}?{params}"
+    return f"file:{quote(str(path.absolute()))}?{params}"  # urllib.request.pathname2url on POSIX, lighter
 
 
 def check_header(path: Path) -> tuple[int, bool]:

@@ -20,16 +20,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from expsvc.errors import did_you_mean
-from expsvc.store import history, migrate
+from expsvc.store import migrate
 from expsvc.store.engine import (
     StoreError,
     as_utc,
@@ -43,6 +42,7 @@ from expsvc.store.engine import (
     write_engine,
 )
 from expsvc.store.models import (
+    SUMMARY_FIELDS,
     Base,
     Experiment,
     MetricChunk,
@@ -58,9 +58,11 @@ UNFINISHED = ("queued", "running")
 RESUMABLE = ("queued", "failed", "interrupted")  # what ``expsvc run --resume`` runs again
 FINISHED_STATUSES = ("finished", "diverged", "failed", "interrupted")
 DEFAULT_STALE_SECONDS = 600.0
-SUMMARY_FIELDS = (
-    "first", "last", "last_step", "min", "min_step", "max", "max_step", "mean", "count", "nan_count",
-)  # fmt: skip
+if TYPE_CHECKING:  # numpy and the history module load on first use: read-only commands never need them
+    import numpy as np
+
+    from expsvc.store import history
+
 _IN_CHUNK = 500  # ids per IN (...) list; far below SQLite's variable limit
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -113,7 +115,7 @@ def _param_columns(value: object) -> tuple[str | None, float | None]:
     """(value_text, value_num) for a param: numbers in both, bools as 0/1 with text true/false, text only."""
     if value is None:
         return None, None
-    if isinstance(value, bool | np.bool_):
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":  # numpy bools
         return ("true" if value else "false"), float(bool(value))
     if isinstance(value, numbers.Integral):
         return str(int(value)), float(value)
@@ -197,55 +199,6 @@ def _aware_datetimes(target: Any, _context: Any) -> None:
 
 event.listen(Base, "load", _aware_datetimes, propagate=True)
 event.listen(Base, "refresh", lambda target, context, _attrs: _aware_datetimes(target, context), propagate=True)
-
-
-class _SummaryState:
-    """A metric summary being updated in memory, chunk by chunk."""
-
-    __slots__ = ("count", "exists", "first", "last", "last_step", "max", "max_step", "mean", "min",
-                 "min_step", "nan_count", "recompute")  # fmt: skip
-
-    def __init__(self, row: Any | None) -> None:
-        self.exists = row is not None
-        self.recompute = False
-        for name in SUMMARY_FIELDS:
-            setattr(self, name, getattr(row, name) if row is not None else None)
-        self.count = self.count or 0
-        self.nan_count = self.nan_count or 0
-
-    def add(self, steps: np.ndarray, values: np.ndarray, nan: np.ndarray) -> None:
-        """Fold one chunk (increasing steps after ``last_step``) into the summary."""
-        if self.count and self.last_step is not None and int(steps[0]) <= self.last_step:
-            self.recompute = True  # out of order: recomputed from the stored history
-        if self.count == 0:
-            self.first = None if nan[0] else float(values[0])
-        self.last = None if nan[-1] else float(values[-1])
-        self.last_step = int(steps[-1])
-        n_new = int(values.size - nan.sum())
-        if n_new:
-            i_min = int(np.nanargmin(values))
-            i_max = int(np.nanargmax(values))
-            if self.min is None or values[i_min] < self.min:
-                self.min, self.min_step = float(values[i_min]), int(steps[i_min])
-            if self.max is None or values[i_max] > self.max:
-                self.max, self.max_step = float(values[i_max]), int(steps[i_max])
-            n_old = self.count - self.nan_count
-            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the mean is NaN, stored as NULL
-                total = float(np.nansum(values)) + (self.mean * n_old if self.mean is not None and n_old else 0.0)
-            self.mean = _num(total / (n_old + n_new))
-        self.count += int(values.size)
-        self.nan_count += int(nan.sum())
-
-    def row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SUMMARY_FIELDS}
-
-
-def summarize(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
-    """The summary fields of a whole history (NaN-aware, like the incremental updates)."""
-    state = _SummaryState(None)
-    if values.size:
-        state.add(np.asarray(steps), np.asarray(values, dtype=np.float64), np.isnan(values))
-    return state.row()
 
 
 # ------------------------------------------------------------------------------------------- the store
@@ -421,6 +374,10 @@ class RunStore:
         Each ``(run_id, first_step, values)`` becomes one chunk row (:mod:`expsvc.store.history`); steps that a
         run already has for ``key`` are refused.
         """
+        import numpy as np
+
+        from expsvc.store import history
+
         parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         for run_id, first_step, raw in chunks:
             values = np.asarray(raw, dtype=np.float64)
@@ -453,11 +410,11 @@ class RunStore:
                     for run_id, steps, values, _ in parsed
                 ])  # fmt: skip
                 for run_id, steps, values, nan in parsed:
-                    states.setdefault(run_id, _SummaryState(None)).add(steps, values, nan)
+                    states.setdefault(run_id, history.SummaryState(None)).add(steps, values, nan)
                 for run_id, state in list(states.items()):
                     if state.recompute:
                         steps, values = self._history_in(conn, run_id, key)
-                        fresh = _SummaryState(None)
+                        fresh = history.SummaryState(None)
                         fresh.exists = state.exists
                         fresh.add(steps, values, np.isnan(values))
                         states[run_id] = fresh
@@ -476,7 +433,7 @@ class RunStore:
         conn: sa.Connection,
         key: str,
         parsed: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
-        states: dict[str, _SummaryState],
+        states: dict[str, history.SummaryState],
     ) -> list[str]:
         """The runs whose new chunks overlap each other or steps already stored for ``key``.
 
@@ -484,6 +441,8 @@ class RunStore:
         the usual append (every new step after it) needs no query; only runs appending earlier steps, or
         without a summary to tell, get their stored spans read.
         """
+        from expsvc.store import history
+
         spans: dict[str, list[tuple[int, int]]] = {}
         for run_id, steps, _, _ in parsed:
             spans.setdefault(run_id, []).append((int(steps[0]), int(steps.size)))
@@ -503,17 +462,19 @@ class RunStore:
                 clashing.append(run_id)
         return clashing
 
-    def _load_summaries(self, conn: sa.Connection, run_ids: list[str], key: str) -> dict[str, _SummaryState]:
-        states: dict[str, _SummaryState] = {}
+    def _load_summaries(self, conn: sa.Connection, run_ids: list[str], key: str) -> dict[str, history.SummaryState]:
+        from expsvc.store import history
+
+        states: dict[str, history.SummaryState] = {}
         for ids in _chunks(run_ids):
             query = sa.select(_summaries).where(_summaries.c.run_id.in_(ids), _summaries.c.key == key)
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update()
             for row in conn.execute(query):
-                states[row.run_id] = _SummaryState(row)
+                states[row.run_id] = history.SummaryState(row)
         return states
 
-    def _write_summaries(self, conn: sa.Connection, key: str, states: dict[str, _SummaryState]) -> None:
+    def _write_summaries(self, conn: sa.Connection, key: str, states: dict[str, history.SummaryState]) -> None:
         inserts = [
             {"run_id": run_id, "key": key, **state.row()} for run_id, state in states.items() if not state.exists
         ]
@@ -595,6 +556,8 @@ class RunStore:
 
     def save_params(self, run_id: str, arrays: dict[str, np.ndarray]) -> None:
         """Store the final parameters as a compressed ``.npz`` blob (artifact kind ``params``)."""
+        import numpy as np
+
         buffer = io.BytesIO()
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
         np.savez_compressed(buffer, **arrays)
@@ -613,6 +576,8 @@ class RunStore:
 
     def load_params(self, run_id: str) -> dict[str, np.ndarray]:
         """The parameters saved by :meth:`save_params` (StoreError if there are none)."""
+        import numpy as np
+
         table = RunArtifact.__table__
         with self._tx(write=False) as conn:
             data = conn.execute(
@@ -787,6 +752,8 @@ class RunStore:
         return matches[0]
 
     def _history_in(self, conn: sa.Connection, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        from expsvc.store import history
+
         found = history.read(conn, _chunk_table.c.run_id == run_id, _chunk_table.c.key == key)
         return found.get(run_id, {}).get(key) or history.empty()
 
@@ -797,12 +764,16 @@ class RunStore:
 
     def histories(self, run_ids: Sequence[str], key: str = "loss") -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """:meth:`history` for many runs at once (one query per 500 runs); every requested id is a key."""
+        from expsvc.store import history
+
         with self._tx(write=False) as conn:
             found = history.read_runs(conn, run_ids, key)
         return {run_id: found.get(run_id, {}).get(key) or history.empty() for run_id in dict.fromkeys(run_ids)}
 
     def point_counts(self, run_ids: Sequence[str] | None = None, key: str | None = None) -> dict[str, int]:
         """run id → number of history points stored (of ``key``, or of every metric); runs without any left out."""
+        from expsvc.store import history
+
         with self._tx(write=False) as conn:
             return history.point_counts(conn, run_ids, key)
 
