@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
@@ -28,6 +29,9 @@ class Executor(Protocol):
 
 _BUSY = False
 _QUEUE: Any = None
+_LAST_REPORT = 0.0
+REPORT_SECONDS = 0.1  # a worker's progress reports at most this often: a bar needs no more, and a pipe
+# that nobody drains any longer (after Ctrl-C) must never fill up with reports
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -45,7 +49,10 @@ def _worker_init(progress_queue: Any) -> None:
 
 
 def _report(index: int, epochs: int, active: int) -> None:
-    if _QUEUE is not None:
+    global _LAST_REPORT
+    now = time.monotonic()
+    if _QUEUE is not None and now - _LAST_REPORT >= REPORT_SECONDS:
+        _LAST_REPORT = now
         with held_interrupts():  # a Ctrl-C inside put() would leave the queue's feeder thread waiting forever
             _QUEUE.put_nowait((index, epochs, active))
 
@@ -96,10 +103,15 @@ class LocalExecutor:
         except KeyboardInterrupt:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                for proc in list(getattr(pool, "_processes", {}).values()):
+                workers = list(getattr(pool, "_processes", {}).values())
+                for proc in workers:
                     if proc.is_alive() and proc.pid is not None:
                         os.kill(proc.pid, signal.SIGINT)
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
+                while any(proc.is_alive() for proc in workers):  # a worker exits only once its reports are out
+                    _drain(progress_queue, None)
+                    time.sleep(0.02)
+                pool.shutdown(wait=True)
             finally:
                 signal.signal(signal.SIGINT, previous)
             raise
