@@ -198,6 +198,8 @@ def test_cli_runs_listing(store: tuple[str, Any]) -> None:
     js = json.loads(invoke("runs", "--db", url, "--json", "--experiment", "opt").stdout)
     assert len(js) == 15 and js[0]["params"]["optimizer"] == "adam"  # newest first
     srt = json.loads(invoke("runs", "--db", url, "--json", "--sort", "-metrics.test_accuracy", "--limit", "3").stdout)
+    every = invoke("runs", "--db", url, "--json", "--experiment", "opt", "-n", "9" * 30)  # beyond SQL's 64 bits
+    assert every.exit_code == 0 and len(json.loads(every.stdout)) == 15
     assert [r["test_accuracy"] for r in srt] == sorted([r["test_accuracy"] for r in srt], reverse=True)
     flt = json.loads(invoke("runs", "--db", url, "--json", "--where", "params.optimizer = 'sgd' and seed = 1").stdout)
     assert {r["experiment"] for r in flt} == {"opt", "other"}

@@ -1,8 +1,8 @@
 """What ``expsvc runs`` and ``expsvc compare`` import: start-up is most of their time (benchmark target T6).
 
 Checked in fresh interpreters through ``sys.modules`` (never by timing): ``runs`` needs neither numpy, the
-comparison (statistics, scipy) nor the ``--where`` grammar, and no command needs pydantic to parse its options.  Plus the
-contract of the CLI's plain option coercion: the same values and errors as typer's own.
+comparison (statistics, scipy) nor the ``--where`` grammar, and no command needs pydantic to parse its
+options.  Plus the contract of the CLI's plain option coercion: the same values and errors as typer's own.
 """
 
 from __future__ import annotations

@@ -192,6 +192,8 @@ def test_four_concurrent_runs_on_one_file(tmp_path: Path) -> None:
 
 BAD_INPUTS = [
     (["--opt", "adamww"], "did you mean 'adamw'"),
+    (["--seeds", "99999999999999999999999"], "at most 10,000 seeds"),
+    (["--seed", "1", "--seed", "2147483648"], "at most 2,147,483,647 (seeds are stored as 32-bit integers)"),
     (["--opt", "adamw(lr=)"], "optimizer"),
     (["--opt", "adamw(weight_dcay=0)"], "did you mean 'weight_decay'"),
     (["--lr", "-1"], "lr: -1.0 is not allowed"),

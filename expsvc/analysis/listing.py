@@ -144,7 +144,8 @@ def listing_query(clauses: Sequence[ColumnElement[bool]], sort: str | None, limi
     if limit is not None:
         if limit < 1:
             raise ListingError(f"--limit {limit}: must be a positive number of runs")
-        q = q.limit(limit)
+        if limit < 2**63:  # larger than any table, and than SQL's 64-bit LIMIT: no limit at all
+            q = q.limit(limit)
     return q
 
 

@@ -40,6 +40,8 @@ GRID_KEYS = ("dataset", "model", "loss", "optimizer", "lr", "epochs", "batch_siz
 """Keys that may hold a list of values; the runs are their product."""
 
 DTYPES = ("float64", "float32")
+MAX_SEEDS = 10_000  # seeds of one experiment (each is a run)
+MAX_SEED = 2**31 - 1  # the seed column is a 32-bit integer on PostgreSQL
 ALIASES = {"opt": "optimizer", "optimizers": "optimizer", "seed": "seeds", "batch-size": "batch_size"}
 
 
@@ -55,12 +57,15 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _number(key: str, value: Any, *, integer: bool, positive: bool, allow_zero: bool = False) -> float | int:
+def _number(key: str, value: Any, *, integer: bool, positive: bool, allow_zero: bool = False,
+            maximum: int | None = None, what: str = "") -> float | int:
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok_type or (isinstance(value, float) and not math.isfinite(value)):
         raise _fail(key, value, "an integer" if integer else "a finite number")
     if positive and not (value > 0 or (allow_zero and value == 0)):
         raise _fail(key, value, "a number >= 0" if allow_zero else "a positive number")
+    if maximum is not None and value > maximum:
+        raise _fail(key, value, f"at most {maximum:,}{what}")
     return value
 
 
@@ -178,13 +183,16 @@ class ExperimentSpec:
         if isinstance(seeds, list | tuple):
             if not seeds:
                 raise _fail("seeds", seeds, "a count >= 1 or a list of seeds")
-            seed_list = [int(_number("seeds", s, integer=True, positive=False)) for s in seeds]
+            if len(seeds) > MAX_SEEDS:
+                raise _fail("seeds", f"a list of {len(seeds):,}", f"at most {MAX_SEEDS:,} seeds")
+            seed_list = [int(_number("seeds", s, integer=True, positive=False, maximum=MAX_SEED,
+                                     what=" (seeds are stored as 32-bit integers)")) for s in seeds]
             if any(s < 0 for s in seed_list):
                 raise _fail("seeds", seeds, "non-negative seeds")
             if len(set(seed_list)) != len(seed_list):
                 raise _fail("seeds", seeds, "distinct seeds")
         else:
-            count = int(_number("seeds", seeds, integer=True, positive=True))
+            count = int(_number("seeds", seeds, integer=True, positive=True, maximum=MAX_SEEDS, what=" seeds"))
             seed_list = list(range(count))
         for key in ("name", "description"):
             if v[key] is not None and not (isinstance(v[key], str) and v[key].strip()):
