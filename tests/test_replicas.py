@@ -110,6 +110,11 @@ def test_diverging_member_leaves_the_others_untouched(config_id: str, value: flo
         assert result.status[k] == FINISHED
         np.testing.assert_array_equal(steps[:, k], clean_steps[:, k])
         np.testing.assert_array_equal(result.history[k], clean.history[k])
+    # the history holds the steps that ran, NaN after each member stopped
+    assert result.history.shape == (len(SEEDS), result.counts.max())
+    assert np.isnan(result.history[2, 1:]).all()
+    for k in (0, 1, 3, 4):
+        assert np.isfinite(result.history[k, : result.counts[k]]).all()
 
 
 class PoisonAtEpoch(TrainHooks):

@@ -49,7 +49,8 @@ class TrainHooks:
 class TrainResult:
     """Outcome per replica: ``status`` (finished | diverged), ``updates`` (optimizer steps applied),
     ``counts`` (losses recorded), ``converged`` (stopped by ``tol``), ``epochs`` (epochs started),
-    ``seconds`` (wall time from the start of training until the replica stopped)."""
+    ``seconds`` (wall time from the start of training until the replica stopped), ``history``
+    ``(R, counts.max())``: replica ``r``'s per-step losses in ``history[r, :counts[r]]``, NaN after."""
 
     status: list[str]
     updates: np.ndarray
@@ -90,7 +91,9 @@ class Trainer:
         self.n = int(self.x.shape[0])
         self.per_epoch = steps_per_epoch(self.n, self.batch_size)
         r = model.replicas
-        self.history = np.full((r, self.epochs * self.per_epoch), np.nan, dtype=np.float64)
+        # Room for every step, but np.empty: the OS commits pages only as steps are written, so a run
+        # stopped early (or given a generous --epochs with tol) costs memory for the steps it ran.
+        self.history = np.empty((r, self.epochs * self.per_epoch), dtype=np.float64)
         self.step = 0
         self.stop_counts = np.zeros(r, dtype=np.int64)
         self.stop_updates = np.zeros(r, dtype=np.int64)
@@ -213,6 +216,9 @@ class Trainer:
         buf.value[...] = self.final
         counts = self.counts
         hooks.flush(hist, counts)
+        hist = hist[:, : int(counts.max(initial=0))]
+        for r, count in enumerate(counts.tolist()):
+            hist[r, count:] = np.nan  # after a replica stopped: nothing
         return TrainResult(
             status=list(self.status),
             updates=self.updates.copy(),
