@@ -24,6 +24,7 @@ from expsvc.core import Trainer, TrainHooks, evaluate
 from expsvc.plugins import PluginSystem, get_system
 from expsvc.runner.build import Components, build
 from expsvc.runner.spec import RunConfig
+from expsvc.store import history as _history  # noqa: F401  (loaded here, before workers fork, not in each)
 
 Progress = Callable[[int, int, int], None]
 """``progress(group_index, epochs_done, active_replicas)``."""
