@@ -271,3 +271,43 @@ def test_parameter_views_are_checked_in_place() -> None:
     p: Parameter = layer.weight
     p.value[0, 0, 0] += 1.0
     assert model.forward(x)[0, 0, 0] == pytest.approx(before[0, 0, 0] + 1.0)
+
+
+def test_zero_grad_skips_only_gradients_their_layer_writes() -> None:
+    """``linear`` writes its gradients at the first backward after ``zero_grad`` (``writes_grad``), so the buffer
+    leaves them alone; a parameter that backward adds into is cleared; a second step's gradients equal a
+    fresh model's, with no trace of the first."""
+    from expsvc.core.params import ParamBuffer
+
+    class Scale(Layer):  # adds into its gradient: must be cleared by zero_grad
+        name = "scale"
+
+        def build(self, in_features: int) -> int:
+            self.s = self.param("s", (in_features,), lambda rng, shape: np.ones(shape))
+            return in_features
+
+        def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+            self.x = x
+            return x * self.s.value[:, None, :]
+
+        def backward(self, dy: np.ndarray) -> np.ndarray:
+            self.s.grad += (dy * self.x).sum(axis=1)
+            return dy * self.s.value[:, None, :]
+
+    def grads_after(steps: int) -> np.ndarray:
+        model = Sequential([Linear(4), Scale(), Tanh(), Linear(1)]).build(3, [np.random.default_rng(5)])
+        x, y = np.random.default_rng(1).normal(size=(1, 8, 3)), np.ones((1, 8, 1))
+        loss = BCEWithLogits()
+        for _ in range(steps):
+            model.zero_grad()
+            loss.forward(model.forward(x), y)
+            model.backward_params(loss.backward())
+        return model.buffer.grad.copy()  # type: ignore[union-attr]
+
+    buf = ParamBuffer([Parameter("a", (2,), np.zeros, writes_grad=True), Parameter("b", (3,), np.zeros),
+                       Parameter("c", (1,), np.zeros), Parameter("d", (2,), np.zeros, writes_grad=True)], 2)
+    assert buf._clear == [(2, 6)]  # b and c, merged into one span
+    buf.grad[...] = 7.0
+    buf.zero_grad()
+    np.testing.assert_array_equal(buf.grad, [[7, 7, 0, 0, 0, 0, 7, 7]] * 2)
+    np.testing.assert_array_equal(grads_after(2), grads_after(1))

@@ -64,8 +64,9 @@ class Linear(Layer):
             init = normal_init
         else:
             init = constant_init(float(self.init))
-        self.weight = self.param("weight", (self.out_features, in_features), init)
-        self.bias = self.param("bias", (self.out_features,), init) if self.use_bias else None
+        # _param_grads writes dW and db at the first backward after zero_grad: zero_grad skips them
+        self.weight = self.param("weight", (self.out_features, in_features), init, writes_grad=True)
+        self.bias = self.param("bias", (self.out_features,), init, writes_grad=True) if self.use_bias else None
         return self.out_features
 
     _views: tuple[np.ndarray, ...] | None = None

@@ -27,11 +27,16 @@ class Layer:
     def __init__(self) -> None:
         self._params: list[Parameter] = []
 
-    def param(self, name: str, shape: tuple[int, ...], init: Init) -> Parameter:
-        """Declare a parameter during :meth:`build`; the model allocates and initialises it."""
+    def param(self, name: str, shape: tuple[int, ...], init: Init, writes_grad: bool = False) -> Parameter:
+        """Declare a parameter during :meth:`build`; the model allocates and initialises it.
+
+        ``writes_grad=True`` promises that every backward after a ``zero_grad`` writes this gradient before
+        adding to it (the ``zero_count`` protocol of :class:`~expsvc.core.params.ParamBuffer`), so
+        ``zero_grad`` need not clear it.
+        """
         if not hasattr(self, "_params"):
             self._params = []
-        p = Parameter(name, shape, init)
+        p = Parameter(name, shape, init, writes_grad)
         self._params.append(p)
         return p
 

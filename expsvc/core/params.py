@@ -22,15 +22,18 @@ class Parameter:
 
     ``value`` and ``grad`` have shape ``(R, *shape)``.  Backward passes *add* into ``grad``;
     :meth:`ParamBuffer.zero_grad` clears all gradients at once.  ``buffer`` is the :class:`ParamBuffer`
-    holding the arrays (``None`` until one is allocated).
+    holding the arrays (``None`` until one is allocated).  ``writes_grad``: the owning layer *writes* this
+    gradient at its first backward after a ``zero_grad`` (see :class:`ParamBuffer`), so clearing it is
+    skipped.
     """
 
-    __slots__ = ("buffer", "grad", "init", "name", "shape", "value")
+    __slots__ = ("buffer", "grad", "init", "name", "shape", "value", "writes_grad")
 
-    def __init__(self, name: str, shape: tuple[int, ...], init: Init) -> None:
+    def __init__(self, name: str, shape: tuple[int, ...], init: Init, writes_grad: bool = False) -> None:
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.init = init
+        self.writes_grad = bool(writes_grad)
         self.value: np.ndarray = np.empty((0, *self.shape))
         self.grad: np.ndarray = np.empty((0, *self.shape))
         self.buffer: ParamBuffer | None = None
@@ -70,6 +73,14 @@ class ParamBuffer:
             p.buffer = self
             offset = end
         self.zero_count = 0
+        self._clear: list[tuple[int, int]] = []  # column spans zero_grad fills: parameters that are added into
+        for p, start in zip(self.params, self.offsets, strict=True):
+            if p.writes_grad:
+                continue
+            if self._clear and self._clear[-1][1] == start:
+                self._clear[-1] = (self._clear[-1][0], start + p.size)
+            else:
+                self._clear.append((start, start + p.size))
 
     def initialize(self, rngs: Sequence[np.random.Generator]) -> None:
         """Fill replica ``r`` from ``rngs[r]``, parameter by parameter in model order."""
@@ -80,8 +91,14 @@ class ParamBuffer:
                 p.value[r] = p.init(rng, p.shape)
 
     def zero_grad(self) -> None:
-        """Clear every gradient (one fill over the whole buffer)."""
-        self.grad.fill(0.0)
+        """Clear every gradient that backward adds into (one fill when they are contiguous); the others
+        (``writes_grad``) are written by their layer's next backward."""
+        grad = self.grad
+        for start, end in self._clear:
+            if end - start == grad.shape[1]:
+                grad.fill(0.0)
+            else:
+                grad[:, start:end].fill(0.0)
         self.zero_count += 1
 
     def named(self) -> dict[str, np.ndarray]:
