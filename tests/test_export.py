@@ -18,6 +18,7 @@ from expsvc.analysis import fixtures
 from expsvc.analysis.export import ExportError, export_data, export_runs
 from expsvc.analysis.listing import count_rows
 from expsvc.cli.analysis import register
+from expsvc.files import OutputError
 
 
 def invoke(*args: str, input: str | None = None) -> Any:
@@ -78,7 +79,7 @@ def test_export_errors(db: tuple[str, Any, list[str]], tmp_path: Path) -> None:
             export_runs(s, db[2], str(tmp_path / "x"), "xml")
         with pytest.raises(ExportError, match="second file"):
             export_runs(s, db[2], "-", "csv", history=True)
-        with pytest.raises(ExportError, match="cannot write"):
+        with pytest.raises(OutputError, match="folder that does not exist"):
             export_runs(s, db[2], str(tmp_path / "missing" / "x.csv"), "csv")
         assert export_data(s, []) == []
 

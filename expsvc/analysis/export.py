@@ -144,16 +144,15 @@ def export_runs(session: Session, run_ids: Sequence[str], out: str, fmt: str = "
 
         sys.stdout.write(buf.getvalue())
         return []
+    from expsvc.files import atomic_open
+
     path = Path(out)
     written = [str(path)]
-    try:
-        with path.open("w", encoding="utf-8", newline="") as fh:
-            (write_json if fmt == "json" else write_csv)(rows, fh)
-        if history and fmt == "csv":
-            hp = history_path(path)
-            with hp.open("w", encoding="utf-8", newline="") as fh:
-                write_history_csv(rows, fh)
-            written.append(str(hp))
-    except OSError as err:
-        raise ExportError(f"cannot write {out!r}: {err.strerror or err}") from None
+    with atomic_open(path, "w", option="--out", encoding="utf-8", newline="") as fh:
+        (write_json if fmt == "json" else write_csv)(rows, fh)
+    if history and fmt == "csv":
+        hp = history_path(path)
+        with atomic_open(hp, "w", option="--out", encoding="utf-8", newline="") as fh:
+            write_history_csv(rows, fh)
+        written.append(str(hp))
     return written

@@ -66,7 +66,7 @@ def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.n
     finite = np.isfinite(matrix)
     count = finite.sum(axis=0)
     safe = np.where(finite, matrix, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(all="ignore"):  # huge finite losses just before a divergence overflow the squares
         mean = safe.sum(axis=0) / count
         dev = np.where(finite, matrix - mean, 0.0)
         var = (dev**2).sum(axis=0) / (count - 1)
@@ -80,8 +80,9 @@ def per_epoch(steps: np.ndarray, values: np.ndarray, spe: int) -> History:
     """Mean loss of each epoch (over its finite steps): epochs 1, 2, ... and their means."""
     epoch = (steps // spe).astype(int)
     keys = np.unique(epoch)
-    means = np.array([np.nanmean(values[epoch == k]) if np.isfinite(values[epoch == k]).any() else np.nan
-                      for k in keys])
+    with np.errstate(all="ignore"):  # an epoch holding +inf and -inf (a divergence) has a NaN mean, silently
+        means = np.array([np.nanmean(values[epoch == k]) if np.isfinite(values[epoch == k]).any() else np.nan
+                          for k in keys])
     return (keys + 1).astype(float), means
 
 
@@ -154,10 +155,10 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
 
 
 def _save(fig: Any, path: Path) -> None:
-    try:
-        fig.savefig(path, format="png")
-    except OSError as err:
-        raise PlotError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
+    from expsvc.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _labels(y: np.ndarray, task: str) -> np.ndarray:

@@ -6,6 +6,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,8 @@ WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
                                                    "(see docs: fields params.K, metrics.K, min/max/last/first/mean(K), "
                                                    "status, seed, updates, epochs, duration, experiment, group, id).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output file that holds another "
+                                                         "kind of data (never the store or a folder).")]
 COMPARE_FORMATS = ("table", "markdown", "json", "csv")
 TABLE_LIMIT = 100
 
@@ -32,6 +35,16 @@ def _errors() -> Iterator[None]:
         yield
     except ExpsvcError as err:
         fail(str(err))
+
+
+def _check_outputs(db: str | None, force: bool, *outputs: tuple[str, str, str]) -> None:
+    """Refuse, before any work, outputs ``(option, path, format)`` that would destroy something."""
+    from expsvc.files import check_output
+
+    paths = [path for _, path, _ in outputs]
+    with _errors():
+        for i, (option, path, fmt) in enumerate(outputs):
+            check_output(path, option=option, fmt=fmt, force=force, db=db, others=paths[:i])
 
 
 @contextmanager
@@ -105,8 +118,6 @@ def show(
     db: DbOption = None,
 ) -> None:
     """One run: config, components (plugin, package, version), status and error, summaries, loss sparkline."""
-    import json
-
     from expsvc.analysis import listing, render
 
     with _errors(), _store(db) as store:
@@ -114,7 +125,9 @@ def show(
         with store.session() as session:
             details = listing.run_details(session, run_id)
     if as_json:
-        typer.echo(json.dumps(details.to_dict(), indent=2, default=str))
+        from expsvc.files import strict_json
+
+        typer.echo(strict_json(details.to_dict()))  # NaN and ±inf as null, like every --json
         return
     out = console()
     for item in render.show_text(details):
@@ -169,7 +182,9 @@ def compare(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline group: a label or a value such as "
                                                                     "mini_bgd (default: the first group).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, markdown, json or csv.")] = "table",
-    plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.")] = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.",
+                                             metavar="FILE")] = None,
+    force: ForceOption = False,
     db: DbOption = None,
 ) -> None:
     """Compare the groups of an experiment with a baseline: intervals, paired/Welch tests, P(better)."""
@@ -179,6 +194,8 @@ def compare(
     if fmt not in COMPARE_FORMATS:
         fail(f"--format {fmt!r}: allowed: {', '.join(COMPARE_FORMATS)}")
     keys = _by(by)
+    if plot is not None:
+        _check_outputs(db, force, ("--plot", plot, "png"))
     with _errors(), _store(db) as store:
         exp_id, exp_name = _experiment_id(store, experiment, latest=True)
         assert exp_id is not None
@@ -217,7 +234,8 @@ def plot(
     ] = "epoch",
     log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis.")] = False,
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
-                                                                "predictions.png).")] = None,
+                                                                "predictions.png).", metavar="FILE")] = None,
+    force: ForceOption = False,
     db: DbOption = None,
 ) -> None:
     """Draw loss curves (mean, 95 % band, faint seeds) or a run's predictions and decision boundary."""
@@ -227,10 +245,11 @@ def plot(
         fail(f"--kind {kind!r}: allowed: {', '.join(plots.KINDS)}")
     if x not in plots.X_AXES:
         fail(f"--x {x!r}: allowed: {', '.join(plots.X_AXES)}")
+    if kind == "predictions" and run is None:
+        fail("--kind predictions needs a RUN id (e.g. expsvc plot --kind predictions 3f2a9c1d)")
+    target = out or ("predictions.png" if kind == "predictions" else "loss.png")
+    _check_outputs(db, force, ("--out", target, "png"))
     if kind == "predictions":
-        if run is None:
-            fail("--kind predictions needs a RUN id (e.g. expsvc plot --kind predictions 3f2a9c1d)")
-        target = out or "predictions.png"
         with _errors():
             from expsvc.runner.api import load_model
 
@@ -240,7 +259,6 @@ def plot(
         return
     from expsvc.analysis import compare as cmp
 
-    target = out or "loss.png"
     keys = _by(by)
     with _errors(), _store(db) as store:
         run_ids = None
@@ -271,7 +289,8 @@ def export(
     experiment: ExperimentOption = None,
     history: Annotated[bool, typer.Option("--history", help="Include metric histories (CSV: a second file "
                                                             "NAME.history.csv in long form).")] = False,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output file ('-' for stdout).")] = "-",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file ('-' for stdout).", metavar="FILE")] = "-",
+    force: ForceOption = False,
     db: DbOption = None,
 ) -> None:
     """Export runs with their config, parameters and summaries (and histories) as CSV or JSON."""
@@ -280,6 +299,11 @@ def export(
 
     if fmt not in exp.FORMATS:
         fail(f"--format {fmt!r}: allowed: {', '.join(exp.FORMATS)}")
+    if out != "-":
+        outputs = [("--out", out, fmt)]
+        if history and fmt == "csv":
+            outputs.append(("--out's history file", str(exp.history_path(Path(out))), "csv"))
+        _check_outputs(db, force, *outputs)
     with _errors(), _store(db) as store:
         exp_id, _ = _experiment_id(store, experiment, latest=False)
         with store.session() as session:

@@ -27,6 +27,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
+from expsvc import files
 from expsvc.errors import did_you_mean
 from expsvc.store import migrate
 from expsvc.store.engine import (
@@ -216,6 +217,8 @@ class RunStore:
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
         path = sqlite_path(url)
         self._where = str(path) if path is not None else display_url(url)
+        if path is not None:
+            files.protect(path)  # no output of this process may replace it
 
     # ------------------------------------------------------------------ lifecycle
 
