@@ -171,6 +171,9 @@ class _Loader:
 
 
 def _load_file(path: Path) -> types.ModuleType:
+    from expsvc.files import readable_file
+
+    readable_file(path, "plugin file", PluginError)  # a FIFO named x.py would block the import forever
     module_name = f"expsvc_local_plugins.{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -248,7 +251,11 @@ def may_add_commands(plugins_dir: str | Path | None = None) -> bool:
     folder = Path(plugins_dir) if plugins_dir is not None else default_plugins_dir()
     if folder.is_dir():
         sources += [p for p in folder.glob("*.py") if not p.name.startswith("_") and _allowed((p.stem, p.name))]
+    from expsvc.files import kind_of
+
     for path in sources:
+        if kind_of(path) != "file":
+            return True  # never open a FIFO; let the real load report it
         try:
             if "register_commands" in path.read_text(encoding="utf-8", errors="replace"):
                 return True

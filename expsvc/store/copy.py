@@ -27,7 +27,7 @@ from expsvc.store.models import (
     RunComponent,
     RunParam,
 )
-from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts
+from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts, storable
 
 BATCH_RUNS = 100
 ROWS_PER_READ = 10_000  # child rows read and written at a time
@@ -68,6 +68,22 @@ def _columns(table: sa.Table) -> tuple[str, ...]:
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
     """Datetimes as aware UTC (SQLite returns naive UTC; a SQLite target stores the UTC wall time)."""
     return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _check_storable(table: sa.Table, row: dict[str, Any]) -> None:
+    """Refuse (StoreError naming the run and column) text the target may not store: the same rule on every backend.
+
+    An older expsvc stored names with NUL in SQLite; PostgreSQL would fail the batch with a driver error.
+    """
+    from expsvc.store.store import _storable_json
+
+    run = row.get("run_id") or row.get("id") or "?"
+    for column, value in row.items():
+        what = f"run {str(run)[:8]}: {table.name}.{column}"
+        if isinstance(value, str):
+            storable(value, what)
+        elif isinstance(value, dict | list):
+            _storable_json(value, what)
 
 
 def _target_experiment(conn: sa.Connection, source: Experiment) -> tuple[int, bool]:
@@ -111,12 +127,16 @@ def _copy_batch(src: sa.Connection, dst: sa.Connection, run_ids: Sequence[str], 
         {**_utc(dict(row._mapping)), "experiment_id": experiment_id}
         for row in src.execute(sa.select(runs).where(runs.c.id.in_(list(run_ids))).order_by(runs.c.created_at))
     ]
+    for row in copied:
+        _check_storable(runs, row)
     dst.execute(runs.insert(), copied)
     rows[runs.name] = rows.get(runs.name, 0) + len(copied)
     points = 0
     for model in CHILDREN:
         table = model.__table__
         for chunk in _rows(src, table, run_ids):
+            for values in chunk:
+                _check_storable(table, dict(zip(_columns(table), values, strict=True)))
             if model in _FAST:
                 bulk.insert_rows(dst, table, _columns(table), chunk)
             else:
@@ -148,6 +168,10 @@ def copy_experiments(
             if names
             else _all_experiments(src_store)
         )
+        for experiment in experiments:  # before anything is written to the target
+            storable(experiment.name, "experiment name")
+            if experiment.description is not None:
+                storable(experiment.description, f"description of experiment {experiment.name!r}")
         with RunStore.open(target, create=True, mark_stale=False) as dst_store:
             _copy_experiments(src_store, dst_store, experiments, batch_runs, echo, report)
     return report

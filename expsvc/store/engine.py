@@ -100,8 +100,13 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -> sa.Engine:
+def make_engine(
+    url: str, *, foreign_keys: bool = True, poolclass: Any = None, read_only: str | None = None
+) -> sa.Engine:
     """An engine for ``url``; on SQLite every connection gets WAL, busy_timeout, foreign keys, synchronous=NORMAL.
+
+    ``read_only`` (SQLite files): open the file through a ``file:`` URI with these parameters (e.g.
+    ``mode=ro&immutable=1``) and leave its journal mode alone, so nothing is ever written beside it.
 
     SQLAlchemy emits BEGIN itself (pysqlite's implicit transactions are disabled); a connection whose
     execution option ``sqlite_begin`` is ``"IMMEDIATE"`` takes the write lock when its transaction begins,
@@ -116,6 +121,11 @@ def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
     elif is_postgres(parsed) and "connect_timeout" not in parsed.query:
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    path = sqlite_path(parsed) if sqlite else None
+    if read_only is not None and path is not None:
+        from expsvc.store.sqlite import uri
+
+        parsed = parse_url(f"sqlite:///{uri(path, read_only)}&uri=true")
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ImportError as err:
@@ -125,7 +135,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -
     except exc.ArgumentError as err:
         raise StoreError(f"cannot use database URL {display_url(parsed)}: {err}") from None
     if sqlite:
-        memory = sqlite_path(parsed) is None
+        memory = path is None
+        keep_journal = memory or read_only is not None
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -134,7 +145,7 @@ def make_engine(url: str, *, foreign_keys: bool = True, poolclass: Any = None) -
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-                if not memory:
+                if not keep_journal:
                     cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
             finally:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from expsvc.store.engine import StoreError
 from expsvc.store.models import SUMMARY_FIELDS, MetricChunk, Run
 
 DTYPE = np.dtype("<f8")
@@ -66,18 +67,31 @@ def overlaps(spans: Iterable[tuple[int, int]]) -> bool:
     return False
 
 
+def damaged(run_id: str, key: str, first: int, count: int, data: bytes) -> StoreError:
+    """The one-line error for a chunk whose bytes do not hold its ``count`` float64 values."""
+    return StoreError(
+        f"run {run_id[:8]}: its stored history of {key!r} is damaged (the chunk from step {first} holds "
+        f"{len(data)} bytes, not {count} float64 values); remove the run (`expsvc rm {run_id[:8]}`) or leave "
+        "it out with --where"
+    )
+
+
 def read(db: Any, *where: sa.ColumnElement[bool], join_runs: bool = False) -> dict[str, dict[str, Series]]:
     """``{run_id: {key: (steps, values)}}`` of the chunks matching ``where`` (``db``: a Connection or Session).
 
-    ``join_runs`` joins ``runs`` so ``where`` may name its columns (e.g. the experiment id).
+    ``join_runs`` joins ``runs`` so ``where`` may name its columns (e.g. the experiment id).  A chunk whose
+    bytes do not match its point count raises a StoreError naming the run (never a numpy traceback).
     """
-    query = sa.select(chunks.c.run_id, chunks.c.key, chunks.c.first_step, chunks.c.data)
+    query = sa.select(chunks.c.run_id, chunks.c.key, chunks.c.first_step, chunks.c.count, chunks.c.data)
     if join_runs:
         query = query.join(Run.__table__, Run.__table__.c.id == chunks.c.run_id)
     query = query.where(*where).order_by(chunks.c.run_id, chunks.c.key, chunks.c.first_step)
     grouped: dict[str, dict[str, list[tuple[int, bytes]]]] = {}
-    for run_id, key, first, data in db.execute(query):
-        grouped.setdefault(run_id, {}).setdefault(key, []).append((int(first), bytes(data)))
+    for run_id, key, first, count, data in db.execute(query):
+        raw = bytes(data) if data is not None else b""
+        if count is None or len(raw) != DTYPE.itemsize * int(count):
+            raise damaged(run_id, key, int(first), int(count or 0), raw)
+        grouped.setdefault(run_id, {}).setdefault(key, []).append((int(first), raw))
     return {run_id: {key: assemble(parts) for key, parts in keys.items()} for run_id, keys in grouped.items()}
 
 

@@ -49,6 +49,7 @@ class Prepared:
     before: str | None
     after: str | None
     backup: Path | None = None
+    checked: bool = True  # the whole file passed PRAGMA quick_check (or it is not a SQLite file)
 
 
 def script_location() -> Path:
@@ -184,11 +185,15 @@ def _create_sqlite_file(path: Path) -> None:
 def _prepare_sqlite(path: Path, *, create: bool, upgrade: bool) -> Prepared:
     state = sqlite_files.inspect_file(path)
     if state.revision is not None and state.revision == head():
-        return Prepared(state.revision, state.revision)
+        return Prepared(state.revision, state.revision, checked=state.checked)
     # Anything else needs a decision; re-check under the lock so concurrent starts migrate only once.
     if not state.exists and not create:
         raise StoreError(f"no database exists at {path}; {NO_DATABASE_HINT}")
     _check_state(str(path), state.tables, state.revision, create=create, upgrade=upgrade)
+    reason = sqlite_files.read_only_reason(path)
+    if reason is not None:
+        need = "creating" if not state.exists or state.revision is None else f"upgrading from {state.revision}"
+        raise StoreError(f"{path} is read-only ({reason}) but needs {need} to {head()}; nothing was written")
     if not state.exists:
         path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite_files.file_lock(path):

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from expsvc.files import kind_of
 from expsvc.store.engine import BUSY_TIMEOUT_MS, StoreError
 
 try:  # pragma: no cover - always available on POSIX
@@ -38,6 +39,8 @@ class FileState:
     empty: bool  # missing, zero bytes, or no tables at all
     tables: frozenset[str]
     revision: str | None  # alembic_version.version_num, if the table exists
+    checked: bool = False  # PRAGMA quick_check passed (every page of every table and index was read)
+    wal: bool = False  # the header says WAL mode
 
 
 def _uri(path: Path, params: str) -> str:
@@ -45,13 +48,17 @@ def _uri(path: Path, params: str) -> str:
 
 
 def check_header(path: Path) -> tuple[int, bool]:
-    """Validate the 100-byte header of ``path``; return (size, WAL mode); StoreError if it is not SQLite."""
+    """Validate the 100-byte header of ``path``; return (size, WAL mode); StoreError if it is not SQLite.
+
+    What the path is comes first, from ``stat`` alone: opening a FIFO would block until someone writes to it.
+    """
+    kind = kind_of(path)
+    if kind is not None and kind != "file":
+        raise StoreError(f"{path} is {kind}, not a SQLite database; refusing to open it")
     try:
         with path.open("rb") as fh:
             header = fh.read(HEADER_SIZE)
             size = os.fstat(fh.fileno()).st_size
-    except IsADirectoryError:
-        raise StoreError(f"{path} is a directory, not a SQLite database") from None
     except OSError as err:
         raise StoreError(f"cannot read {path}: {err.strerror or err}") from None
     if size == 0:
@@ -101,16 +108,18 @@ def _stat_key(path: Path) -> tuple[int, int, bool]:
 def inspect_file(path: Path, *, quick_check: bool | None = None) -> FileState:
     """Validate ``path`` without modifying it and report its tables and schema revision.
 
-    ``quick_check`` (default: only for files up to 4 MiB) also runs ``PRAGMA quick_check``.
+    ``quick_check`` also runs ``PRAGMA quick_check``; by default only for files up to 4 MiB (~4 ms/MiB), and
+    for files not in WAL mode, whatever their size: the first connection of an engine switches those to WAL,
+    which writes their header.  Writers check larger files before their first write (:class:`RunStore`).
     Raises StoreError naming the file if it is not a SQLite database or is corrupt.
     """
-    if not path.exists():
+    if kind_of(path) is None:
         return FileState(exists=False, empty=True, tables=frozenset(), revision=None)
     size, wal = check_header(path)
     if size == 0:
-        return FileState(exists=True, empty=True, tables=frozenset(), revision=None)
+        return FileState(exists=True, empty=True, tables=frozenset(), revision=None, checked=True)
     if quick_check is None:
-        quick_check = size <= QUICK_CHECK_MAX_BYTES
+        quick_check = size <= QUICK_CHECK_MAX_BYTES or not wal
     try:
         before = _stat_key(path)
         if wal and not before[2]:
@@ -133,7 +142,42 @@ def inspect_file(path: Path, *, quick_check: bool | None = None) -> FileState:
         if "unable to open" in lowered:
             raise StoreError(f"cannot open {path} ({message})") from None
         raise StoreError(f"{path} is corrupt ({message}); refusing to touch it") from None
-    return FileState(exists=True, empty=not tables, tables=tables, revision=revision)
+    return FileState(exists=True, empty=not tables, tables=tables, revision=revision, checked=quick_check, wal=wal)
+
+
+def read_only_reason(path: Path) -> str | None:
+    """Why this process may not write the database ``path`` (or create its ``-wal``/``-shm`` files), or None.
+
+    ``os.access`` answers for this process (root ignores permission bits, not a read-only mount).
+    """
+    folder = path.absolute().parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "on a read-only file system"
+    except OSError:  # pragma: no cover - the folder vanished: let the open report it
+        return None
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "its folder is not writable"
+    return None
+
+
+def read_only_params(path: Path) -> str:
+    """URI parameters that read ``path`` without writing anything beside it.
+
+    With no ``-wal`` file, a WAL database could only be opened by creating ``-wal``/``-shm``, which a
+    read-only folder forbids; nobody is writing it then (a writer keeps a ``-wal`` file), so it is read as
+    ``immutable``.  Otherwise SQLite's read-only mode uses the existing ``-shm``/``-wal`` files.
+    """
+    if not Path(f"{path}-wal").exists():
+        return "mode=ro&immutable=1"
+    return "mode=ro"
+
+
+def uri(path: Path, params: str) -> str:
+    """A ``file:`` URI for ``path`` with ``params`` (for ``sqlite3.connect(..., uri=True)``)."""
+    return _uri(path, params)
 
 
 def backup(path: Path) -> Path:

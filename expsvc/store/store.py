@@ -35,6 +35,7 @@ from expsvc.store.engine import (
     as_utc,
     default_url,
     display_url,
+    first_line,
     make_engine,
     parse_url,
     sqlite_path,
@@ -143,6 +144,41 @@ def _param_value(text: str | None, num: float | None) -> object:
     return float(num)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""Characters some backend cannot store: NUL (PostgreSQL text) and unpaired surrogates (not UTF-8 at all)."""
+
+
+def storable(text: str, what: str) -> str:
+    """``text`` if every backend can store it, else a StoreError naming it: the same rule on SQLite and PostgreSQL."""
+    bad = _UNSTORABLE.search(text)
+    if bad is None:
+        return text
+    char = "a NUL character" if bad.group() == "\x00" else "an unpaired surrogate"
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    raise StoreError(f"{what} {shown!r} cannot be stored: it contains {char} at position {bad.start()}; remove it")
+
+
+def _storable_json(value: Any, what: str) -> None:
+    """:func:`storable` for every string (and key) inside a JSON value."""
+    if isinstance(value, str):
+        storable(value, what)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                storable(key, f"{what} key")
+            _storable_json(item, f"{what} {key!r}" if isinstance(key, str) else what)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _storable_json(item, what)
+
+
+def _safe_text(text: str | None) -> str | None:
+    """Text written by expsvc itself (error messages, host names) with unstorable characters escaped."""
+    if text is None or _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode(), text)
+
+
 def _insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on PostgreSQL and SQLite, a plain INSERT elsewhere."""
     name = conn.dialect.name
@@ -208,10 +244,17 @@ event.listen(Base, "refresh", lambda target, context, _attrs: _aware_datetimes(t
 class RunStore:
     """Tracked runs in SQL (SQLite file or PostgreSQL), created and migrated on open."""
 
-    def __init__(self, url: str, engine: sa.Engine) -> None:
-        """Wrap an engine whose database is already at head; use :meth:`open` instead."""
+    def __init__(self, url: str, engine: sa.Engine, *, verified: bool = True, read_only: str | None = None) -> None:
+        """Wrap an engine whose database is already at head; use :meth:`open` instead.
+
+        ``verified=False``: the SQLite file has not been integrity-checked whole yet, so the first write
+        transaction checks it first (a corrupt file is never written).  ``read_only``: why the SQLite file
+        cannot be written (read-only mount or folder); reads work, writes raise a one-line StoreError.
+        """
         self.url = url
         self.engine = engine
+        self._verified = verified or sqlite_path(url) is None
+        self.read_only = read_only
         self._writer = write_engine(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
@@ -224,14 +267,28 @@ class RunStore:
 
     @classmethod
     def open(
-        cls, url: str | None = None, *, create: bool = True, upgrade: bool = True, mark_stale: bool = True
+        cls, url: str | None = None, *, create: bool = True, upgrade: bool = True, mark_stale: bool = True,
+        verify: bool | None = None,
     ) -> RunStore:
-        """Open (creating and/or upgrading as allowed) the store at ``url`` (default: :func:`default_url`)."""
+        """Open (creating and/or upgrading as allowed) the store at ``url`` (default: :func:`default_url`).
+
+        ``verify`` (default: ``upgrade``): integrity-check a SQLite file of any size before this store's first
+        write.  Worker processes open with ``upgrade=False``: their parent prepared and checked the store.
+        """
         url = url or default_url()
         parse_url(url)
-        migrate.prepare(url, create=create, upgrade=upgrade)
-        store = cls(url, make_engine(url))
-        if mark_stale:
+        prepared = migrate.prepare(url, create=create, upgrade=upgrade)
+        verify = upgrade if verify is None else verify
+        path = sqlite_path(url)
+        read_only = None
+        if path is not None:
+            from expsvc.store import sqlite as sqlite_files
+
+            read_only = sqlite_files.read_only_reason(path)
+        params = sqlite_files.read_only_params(path) if read_only is not None and path is not None else None
+        engine = make_engine(url, read_only=params)
+        store = cls(url, engine, verified=not verify or prepared.checked, read_only=read_only)
+        if mark_stale and read_only is None:  # stale runs cannot be marked in a store nobody may write
             try:
                 store.mark_stale()
             except BaseException:
@@ -256,6 +313,8 @@ class RunStore:
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """An ORM session: commit on success, rollback on error (``write=True``: take the write lock first)."""
         factory = self._write_sessions if write else self._sessions
+        if write:
+            self._writable()
         with translate_errors(self._where), factory() as session:
             try:
                 yield session
@@ -268,8 +327,29 @@ class RunStore:
     def _tx(self, write: bool = True) -> Iterator[sa.Connection]:
         """A Core connection in one transaction (write lock taken at BEGIN when ``write``)."""
         engine = self._writer if write else self.engine
+        if write:
+            self._writable()
         with translate_errors(self._where), engine.begin() as conn:
             yield conn
+
+    def _writable(self) -> None:
+        """Raise a one-line StoreError before a write that must not happen (read-only or corrupt file)."""
+        if self.read_only is not None:
+            raise StoreError(f"{self._where} is read-only ({self.read_only}); nothing was written")
+        if not self._verified:
+            self._verify()
+
+    def _verify(self) -> None:
+        """``PRAGMA quick_check`` the whole SQLite file (read-only) before the first write; StoreError if corrupt."""
+        from expsvc.store import sqlite as sqlite_files
+
+        path = sqlite_path(self.url)
+        if path is not None:
+            try:
+                sqlite_files.inspect_file(path, quick_check=True)
+            except StoreError as err:
+                raise StoreError(f"{err}; nothing was written") from None
+        self._verified = True
 
     def current_revision(self) -> str | None:
         """The schema revision of the database (head after a successful open)."""
@@ -278,71 +358,118 @@ class RunStore:
 
     # ------------------------------------------------------------------ writing
 
-    def get_or_create_experiment(self, name: str, description: str | None = None) -> int:
-        """The id of the experiment ``name``, created if needed (safe when several processes race)."""
+    @staticmethod
+    def _check_experiment(name: str, description: str | None) -> None:
         if not name or not name.strip():
             raise StoreError("an experiment name must not be empty")
         if len(name) > 200:
             raise StoreError(f"experiment name is too long ({len(name)} characters, at most 200)")
+        storable(name, "experiment name")
+        if description is not None:
+            storable(description, "experiment description")
+
+    @staticmethod
+    def _experiment_in(conn: sa.Connection, name: str, description: str | None) -> int | None:
+        """The id of experiment ``name`` inside ``conn``'s transaction, inserted if missing (None: lost a race)."""
         table = Experiment.__table__
+        found = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
+        if found is not None:
+            return int(found)
+        values = {"name": name, "description": description, "created_at": utcnow()}
+        insert = _insert_ignoring_conflicts(conn, table, ["name"]).values(**values)
+        if conn.dialect.insert_returning:
+            created = conn.execute(insert.returning(table.c.id)).scalar()
+        else:
+            created = conn.execute(insert).inserted_primary_key[0]
+        return None if created is None else int(created)
+
+    def get_or_create_experiment(self, name: str, description: str | None = None) -> int:
+        """The id of the experiment ``name``, created if needed (safe when several processes race)."""
+        return self.create_experiment_runs(name, description, [])[0]
+
+    def create_experiment_runs(
+        self, name: str, description: str | None, groups: Sequence[Sequence[NewRun]]
+    ) -> tuple[int, list[list[str]]]:
+        """The experiment ``name`` (created if needed) and its new queued runs, per group, in ONE transaction.
+
+        Either the experiment row and every run are committed, or nothing is: a store that fails half-way
+        (corrupt, full disk, a value it cannot hold) is left as it was.
+        """
+        self._check_experiment(name, description)
+        prepared = [self._run_rows(list(group)) for group in groups]
         for _attempt in range(5):
             try:
                 with self._tx() as conn:
-                    found = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
-                    if found is not None:
-                        return int(found)
-                    values = {"name": name, "description": description, "created_at": utcnow()}
-                    insert = _insert_ignoring_conflicts(conn, table, ["name"]).values(**values)
-                    if conn.dialect.insert_returning:
-                        created = conn.execute(insert.returning(table.c.id)).scalar()
-                    else:
-                        created = conn.execute(insert).inserted_primary_key[0]
-                    if created is not None:
-                        return int(created)
-                # another process committed the same name between our SELECT and INSERT: read it next time
-            except exc.IntegrityError:
+                    experiment_id = self._experiment_in(conn, name, description)
+                    if experiment_id is None:
+                        continue  # another process committed the same name meanwhile: read it next time
+                    for run_rows, param_rows in prepared:
+                        self._insert_runs(conn, experiment_id, run_rows, param_rows)
+                    return experiment_id, [[row["id"] for row in run_rows] for run_rows, _ in prepared]
+            except exc.IntegrityError as err:
+                if any(rows for rows, _ in prepared) and "name" not in str(err.orig).lower():
+                    raise StoreError(f"cannot create runs in experiment {name!r}: {first_line(err)}") from None
                 continue  # a backend without ON CONFLICT: the unique constraint caught the race
+            except exc.StatementError as err:
+                if isinstance(err.orig, TypeError | ValueError):
+                    raise StoreError(f"run config is not JSON-serialisable: {err.orig}") from None
+                raise
         raise StoreError(f"could not create experiment {name!r} (concurrent creation kept failing)")
 
-    def create_runs(self, experiment_id: int, runs: Sequence[NewRun]) -> list[str]:
-        """Create queued runs with their typed params; return their ids (uuid4 hex)."""
+    def _run_rows(self, runs: Sequence[NewRun]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The ``runs`` and ``run_params`` rows of new queued runs (ids: uuid4 hex), every value checked first.
+
+        A queued run records the host and pid of the process that queued it, so a run whose queuing process
+        died before it started shows as stale (see :meth:`mark_stale`).
+        """
         now = utcnow()
-        ids = [uuid.uuid4().hex for _ in runs]
-        run_rows = []
-        param_rows = []
-        for run_id, new in zip(ids, runs, strict=True):
+        host, pid = _safe_text(socket.gethostname()), os.getpid()
+        run_rows: list[dict[str, Any]] = []
+        param_rows: list[dict[str, Any]] = []
+        for new in runs:
+            run_id = uuid.uuid4().hex
             try:
                 json.dumps(new.config)  # the same check on every driver (psycopg would raise a bare TypeError)
             except (TypeError, ValueError) as err:
                 raise StoreError(f"run config is not JSON-serialisable: {err}") from None
-            run_rows.append(
-                {
-                    "id": run_id,
-                    "experiment_id": experiment_id,
-                    "group_key": new.group_key,
-                    "seed": int(new.seed),
-                    "status": "queued",
-                    "config": new.config,
-                    "created_at": now,
-                }
-            )
+            _storable_json(new.config, "run config")
+            storable(new.group_key, "run group key")
+            run_rows.append({
+                "id": run_id, "experiment_id": None, "group_key": new.group_key, "seed": int(new.seed),
+                "status": "queued", "config": new.config, "created_at": now, "host": host, "pid": pid,
+            })
             for key, value in new.params.items():
+                storable(key, "parameter name")
                 text, num = _param_columns(value)
+                if text is not None:
+                    storable(text, f"parameter {key!r}")
                 param_rows.append({"run_id": run_id, "key": key, "value_text": text, "value_num": num})
+        return run_rows, param_rows
+
+    @staticmethod
+    def _insert_runs(conn: sa.Connection, experiment_id: int, run_rows: list[dict[str, Any]],
+                     param_rows: list[dict[str, Any]]) -> None:
+        if not run_rows:
+            return
+        conn.execute(_runs.insert(), [{**row, "experiment_id": experiment_id} for row in run_rows])
+        if param_rows:
+            conn.execute(_params.insert(), param_rows)
+
+    def create_runs(self, experiment_id: int, runs: Sequence[NewRun]) -> list[str]:
+        """Create queued runs with their typed params; return their ids (uuid4 hex)."""
+        run_rows, param_rows = self._run_rows(runs)
         if not run_rows:
             return []
         try:
             with self._tx() as conn:
-                conn.execute(_runs.insert(), run_rows)
-                if param_rows:
-                    conn.execute(_params.insert(), param_rows)
+                self._insert_runs(conn, experiment_id, run_rows, param_rows)
         except exc.IntegrityError as err:
             raise StoreError(f"cannot create runs in experiment {experiment_id}: {err.orig}") from None
         except exc.StatementError as err:
             if isinstance(err.orig, TypeError | ValueError):
                 raise StoreError(f"run config is not JSON-serialisable: {err.orig}") from None
             raise
-        return ids
+        return [row["id"] for row in run_rows]
 
     def start_runs(
         self,
@@ -360,7 +487,7 @@ class RunStore:
             "status": "running",
             "started_at": now,
             "heartbeat_at": now,
-            "host": host,
+            "host": _safe_text(host),
             "pid": pid,
             "expsvc_version": expsvc_version,
             "numpy_version": numpy_version,
@@ -381,6 +508,7 @@ class RunStore:
 
         from expsvc.store import history
 
+        storable(key, "metric name")
         parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         for run_id, first_step, raw in chunks:
             values = np.asarray(raw, dtype=np.float64)
@@ -507,6 +635,7 @@ class RunStore:
             return
         rows = []
         for key, raw in values.items():
+            storable(key, "metric name")
             value = _num(raw)
             rows.append(
                 {
@@ -536,6 +665,11 @@ class RunStore:
     def set_components(self, run_id: str, components: Sequence[ComponentRecord]) -> None:
         """Record (replacing any earlier record) the components a run used, in order."""
         table = RunComponent.__table__
+        for c in components:
+            for label, text in (("name", c.name), ("spec", c.spec), ("plugin", c.plugin), ("package", c.package),
+                                ("version", c.version), ("kind", c.kind)):
+                if text is not None:
+                    storable(text, f"component {label}")
         rows = [
             {
                 "run_id": run_id,
@@ -605,7 +739,7 @@ class RunStore:
         """Record the end of a run (status, ended_at = now, and whatever counters are given)."""
         if status not in FINISHED_STATUSES:
             raise StoreError(f"cannot finish a run with status {status!r} (one of {', '.join(FINISHED_STATUSES)})")
-        values: dict[str, Any] = {"status": status, "ended_at": utcnow(), "error": error}
+        values: dict[str, Any] = {"status": status, "ended_at": utcnow(), "error": _safe_text(error)}
         for name, value in (("updates", updates), ("epochs", epochs), ("converged", converged), ("duration", duration)):
             if value is not None:
                 values[name] = value
@@ -625,37 +759,48 @@ class RunStore:
                 result = conn.execute(
                     _runs.update()
                     .where(_runs.c.id.in_(ids), _runs.c.status.in_(UNFINISHED))
-                    .values(status=status, error=error, ended_at=now)
+                    .values(status=status, error=_safe_text(error), ended_at=now)
                 )
                 changed += result.rowcount
         return changed
 
     def mark_stale(self) -> int:
-        """Fail runs still ``running`` whose local process is gone or whose heartbeat is too old; return how many."""
+        """Fail the runs that can no longer finish; return how many.
+
+        On this host a ``queued`` or ``running`` run is stale exactly when the process that owns it (the one
+        that queued it, then the one that runs it) is gone, and never while that process lives, however
+        slow its steps.  On other hosts, whose processes cannot be asked, a ``running`` run is stale when
+        its heartbeat (written by time while it trains) is older than ``EXPSVC_STALE_SECONDS``.
+        """
         limit = _stale_seconds()
         host = socket.gethostname()
         now = utcnow()
-        columns = (_runs.c.id, _runs.c.host, _runs.c.pid, _runs.c.heartbeat_at, _runs.c.started_at)
+        columns = (_runs.c.id, _runs.c.status, _runs.c.host, _runs.c.pid, _runs.c.heartbeat_at, _runs.c.started_at)
         with self._tx(write=False) as conn:
-            running = conn.execute(sa.select(*columns).where(_runs.c.status == "running")).all()
-        stale: list[tuple[str, datetime | None, str]] = []
-        for run_id, run_host, pid, heartbeat_at, started_at in running:
-            last = as_utc(heartbeat_at) or as_utc(started_at)
-            if run_host == host and pid is not None and not _pid_alive(pid):
-                stale.append((run_id, heartbeat_at, f"stale: its process {pid} on {host} is gone"))
-            elif last is None or (now - last).total_seconds() > limit:
-                since = "ever" if last is None else last.strftime("%Y-%m-%d %H:%M:%S UTC")
-                stale.append((run_id, heartbeat_at, f"stale: no heartbeat since {since} (limit {limit:g} s)"))
+            found = conn.execute(sa.select(*columns).where(_runs.c.status.in_(UNFINISHED))).all()
+        stale: list[tuple[str, str, datetime | None, str]] = []
+        for run_id, status, run_host, pid, heartbeat_at, started_at in found:
+            if run_host == host and pid is not None:
+                if _pid_alive(pid):
+                    continue
+                when = "before the run started" if status == "queued" else "while it ran"
+                stale.append((run_id, status, heartbeat_at, f"stale: its process {pid} on {host} is gone ({when})"))
+            elif status == "running":
+                last = as_utc(heartbeat_at) or as_utc(started_at)
+                if last is None or (now - last).total_seconds() > limit:
+                    since = "ever" if last is None else last.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    stale.append((run_id, status, heartbeat_at,
+                                  f"stale: no heartbeat since {since} (limit {limit:g} s)"))
         if not stale:
             return 0
         changed = 0
         with self._tx() as conn:
-            for run_id, heartbeat_at, reason in stale:
+            for run_id, status, heartbeat_at, reason in stale:
                 beat = _runs.c.heartbeat_at.is_(None) if heartbeat_at is None else _runs.c.heartbeat_at == heartbeat_at
                 result = conn.execute(
                     _runs.update()
-                    .where(_runs.c.id == run_id, _runs.c.status == "running", beat)
-                    .values(status="failed", error=reason, ended_at=now)
+                    .where(_runs.c.id == run_id, _runs.c.status == status, beat)
+                    .values(status="failed", error=_safe_text(reason), ended_at=now)
                 )
                 changed += result.rowcount
         return changed
@@ -665,7 +810,8 @@ class RunStore:
         reset: list[str] = []
         cleared = {
             "status": "queued", "error": None, "started_at": None, "ended_at": None, "duration": None,
-            "host": None, "pid": None, "heartbeat_at": None, "expsvc_version": None, "numpy_version": None,
+            "host": _safe_text(socket.gethostname()), "pid": os.getpid(),  # queued by this process (mark_stale)
+            "heartbeat_at": None, "expsvc_version": None, "numpy_version": None,
             "updates": None, "epochs": None, "converged": None, "steps_per_epoch": None,
         }  # fmt: skip
         children = (_chunk_table, _summaries, RunComponent.__table__, RunArtifact.__table__)
