@@ -165,13 +165,35 @@ def _execute(runner: Any, bars: list[tuple[str, int]], quiet: bool, call: Any) -
 
     show = not quiet and sys.stderr.isatty()
     try:
-        with _started(runner):
+        with _started(runner), _stopping_notice():
             return _with_progress(bars, call) if show else call(None)
     except KeyboardInterrupt:
         typer.echo("interrupted: unfinished runs are marked 'interrupted'; logged steps are kept", err=True)
         raise typer.Exit(130) from None
     except ExpsvcError as err:
         fail(str(err))
+
+
+@contextmanager
+def _stopping_notice() -> Iterator[None]:
+    """At the first Ctrl-C, say at once that expsvc is stopping (the clean-up can take a moment)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stopping(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one notice; the executor handles the rest
+        typer.echo("stopping: interrupting the running groups; queued groups will not start...", err=True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stopping)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -116,15 +116,12 @@ class Experiment:
         store = RunStore.open(url, create=True)
         try:
             name = self.spec.name or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-            experiment_id = store.get_or_create_experiment(name, self.spec.description)
-            run_ids: list[list[str]] = []
-            for config in configs:
-                new = [
-                    NewRun(seed=seed, group_key=config.group_key, config={**config.as_dict(), "seed": seed},
-                           params=config.params())
-                    for seed in self.spec.seeds
-                ]
-                run_ids.append(store.create_runs(experiment_id, new))
+            groups = [
+                [NewRun(seed=seed, group_key=config.group_key, config={**config.as_dict(), "seed": seed},
+                        params=config.params()) for seed in self.spec.seeds]
+                for config in configs
+            ]  # the experiment and all its queued runs commit together, or nothing is written
+            experiment_id, run_ids = store.create_experiment_runs(name, self.spec.description, groups)
             all_ids = [i for ids in run_ids for i in ids]
             tasks = group_tasks(url, configs, self.spec.seeds, run_ids, vectorize, plugins_dir)
             store.engine.dispose()

@@ -164,10 +164,10 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
                 )
                 outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
         return GroupOutcome(task.index, outcomes)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or (with a reason) the executor's parent died
         with held_interrupts():
             _salvage(store, trainer, hooks)
-            store.mark_unfinished(task.run_ids, "interrupted", "interrupted by the user (Ctrl-C)")
+            store.mark_unfinished(task.run_ids, "interrupted", str(err) or "interrupted by the user (Ctrl-C)")
         raise
     except Exception as err:
         with held_interrupts():

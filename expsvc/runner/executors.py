@@ -1,7 +1,10 @@
 """Executors spread group tasks over processes.  Results never depend on the executor or ``jobs``.
 
 :class:`LocalExecutor` runs tasks in-process (``jobs = 1`` or a single task) or in a pool of forked worker
-processes.  Ctrl-C reaches every worker: each flushes its history and marks its runs ``interrupted``.
+processes.  Ctrl-C reaches every worker: each flushes its history and marks its runs ``interrupted``; no
+queued group starts after it (the pool is fed one task per idle worker, and a stop flag is checked before a
+task starts).  A worker whose parent dies (SIGKILL, the out-of-memory killer) notices within a second,
+stops its group as Ctrl-C would and exits.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,6 +33,11 @@ class Executor(Protocol):
 
 _BUSY = False
 _QUEUE: Any = None
+_STOP: Any = None  # a multiprocessing Event the parent sets at Ctrl-C: queued tasks must not start
+_PARENT = 0
+_ORPHANED = False
+PARENT_POLL_SECONDS = 0.5  # how often a worker checks that the process that started it is still there
+ORPHAN_GRACE_SECONDS = 30.0  # an orphaned worker's clean-up (flush, mark interrupted) gets this long
 _LAST_REPORT = 0.0
 REPORT_SECONDS = 0.1  # a worker's progress reports at most this often: a bar needs no more, and a pipe
 # that nobody drains any longer (after Ctrl-C) must never fill up with reports
@@ -39,13 +48,29 @@ def _on_sigint(signum: int, frame: Any) -> None:
     global _BUSY
     if _BUSY:
         _BUSY = False
+        if _ORPHANED:
+            raise KeyboardInterrupt(f"interrupted: the expsvc process that started this run (pid {_PARENT}) died")
         raise KeyboardInterrupt
 
 
-def _worker_init(progress_queue: Any) -> None:
-    global _QUEUE
-    _QUEUE = progress_queue
+def _worker_init(progress_queue: Any, stop: Any = None) -> None:
+    global _QUEUE, _STOP, _PARENT
+    _QUEUE, _STOP, _PARENT = progress_queue, stop, os.getppid()
     signal.signal(signal.SIGINT, _on_sigint)
+    threading.Thread(target=_watch_parent, name="expsvc-parent-watch", daemon=True).start()
+
+
+def _watch_parent() -> None:
+    """In a worker: once the parent is gone (re-parented), stop the running group like Ctrl-C and exit."""
+    global _ORPHANED
+    while os.getppid() == _PARENT:
+        time.sleep(PARENT_POLL_SECONDS)
+    _ORPHANED = True
+    if not _BUSY:
+        os._exit(0)  # idle: nothing to clean up
+    os.kill(os.getpid(), signal.SIGINT)  # the group flushes its history, marks its runs, then _worker_run exits
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(1)  # pragma: no cover - a clean-up that hangs must not keep an orphan alive
 
 
 def _report(index: int, epochs: int, active: int) -> None:
@@ -59,10 +84,14 @@ def _report(index: int, epochs: int, active: int) -> None:
 
 def _worker_run(task: GroupTask) -> GroupOutcome:
     global _BUSY
-    _BUSY = True
+    _BUSY = True  # before the stop check: a Ctrl-C from here on interrupts this task
     try:
+        if _STOP is not None and _STOP.is_set():
+            raise KeyboardInterrupt  # Ctrl-C came while this task was queued: it never starts
         return execute_group(task, _report)
     except KeyboardInterrupt:
+        if _ORPHANED:
+            os._exit(1)  # nobody is left to take the outcome; the runs are marked interrupted
         return GroupOutcome(task.index, [
             RunOutcome(run_id, seed, "interrupted") for run_id, seed in zip(task.run_ids, task.seeds, strict=True)
         ])
@@ -86,14 +115,18 @@ class LocalExecutor:
                 return [execute_group(t, progress, store) for t in tasks]  # one engine for all the groups
         ctx = mp.get_context("fork")
         progress_queue = ctx.Queue()
+        stop = ctx.Event()
         outcomes: dict[int, GroupOutcome] = {}
+        workers = min(self.jobs, len(tasks))
         pool = ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(tasks)), mp_context=ctx, initializer=_worker_init,
-            initargs=(progress_queue,),
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(progress_queue, stop),
         )
+        queued = list(reversed(tasks))
         try:
-            pending: set[Future[GroupOutcome]] = {pool.submit(_worker_run, t) for t in tasks}
-            while pending:
+            pending: set[Future[GroupOutcome]] = set()
+            while pending or queued:
+                while queued and len(pending) < workers:  # one task per worker: nothing waits inside the pool
+                    pending.add(pool.submit(_worker_run, queued.pop()))
                 done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
                 for fut in done:
                     outcome = fut.result()
@@ -103,12 +136,14 @@ class LocalExecutor:
         except KeyboardInterrupt:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                workers = list(getattr(pool, "_processes", {}).values())
-                for proc in workers:
+                stop.set()  # before the signals: a task a worker has not started yet never starts
+                queued.clear()
+                procs = list(getattr(pool, "_processes", {}).values())
+                for proc in procs:
                     if proc.is_alive() and proc.pid is not None:
                         os.kill(proc.pid, signal.SIGINT)
                 pool.shutdown(wait=False, cancel_futures=True)
-                while any(proc.is_alive() for proc in workers):  # a worker exits only once its reports are out
+                while any(proc.is_alive() for proc in procs):  # a worker exits only once its reports are out
                     _drain(progress_queue, None)
                     time.sleep(0.02)
                 pool.shutdown(wait=True)

@@ -8,6 +8,7 @@ read back as NaN.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -15,6 +16,7 @@ import numbers
 import os
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -226,6 +228,42 @@ def _stale_seconds() -> float:
     return seconds
 
 
+def heartbeat_seconds() -> float:
+    """How often a running run's heartbeat is written: a quarter of the stale limit, between 0.2 s and 60 s."""
+    return min(60.0, max(0.2, _stale_seconds() / 4))
+
+
+class _Heartbeat:
+    """A daemon thread writing ``heartbeat_at`` for the runs a store started, by time (not by steps).
+
+    Steps can take minutes (a large model, a slow plugin); the heartbeat must not wait for them, or a
+    reader on another host would call a live run stale.  The thread only ever holds the write lock for
+    one short UPDATE.
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.run_ids: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.interval = heartbeat_seconds()
+        self.thread = threading.Thread(target=self._loop, name="expsvc-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                ids = sorted(self.run_ids)
+            if ids:  # a busy or vanished store: the next beat tries again; training goes on
+                with contextlib.suppress(StoreError, exc.SQLAlchemyError):
+                    self.store.heartbeat(ids)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+
+
 def _aware_datetimes(target: Any, _context: Any) -> None:
     """Give ORM-loaded datetimes a UTC tzinfo (SQLite returns naive UTC datetimes)."""
     for attr in sa.inspect(type(target)).column_attrs:
@@ -255,6 +293,7 @@ class RunStore:
         self.engine = engine
         self._verified = verified or sqlite_path(url) is None
         self.read_only = read_only
+        self._heartbeat: _Heartbeat | None = None
         self._writer = write_engine(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
@@ -297,8 +336,23 @@ class RunStore:
         return store
 
     def close(self) -> None:
-        """Close all pooled connections."""
+        """Stop the heartbeat thread (if any) and close all pooled connections."""
+        if self._heartbeat is not None:
+            self._heartbeat.close()
+            self._heartbeat = None
         self.engine.dispose()
+
+    def _beat(self, run_ids: Sequence[str], alive: bool) -> None:
+        """Start (``alive``) or stop writing heartbeats for ``run_ids`` from this process."""
+        if not alive and self._heartbeat is None:
+            return
+        if self._heartbeat is None:
+            self._heartbeat = _Heartbeat(self)
+        with self._heartbeat.lock:
+            if alive:
+                self._heartbeat.run_ids.update(run_ids)
+            else:
+                self._heartbeat.run_ids.difference_update(run_ids)
 
     def __enter__(self) -> RunStore:
         return self
@@ -497,6 +551,7 @@ class RunStore:
         with self._tx() as conn:
             for ids in _chunks(list(run_ids)):
                 conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(**values))
+        self._beat(run_ids, alive=True)  # by time from now on, until the runs finish
 
     def append_history(self, key: str, chunks: Sequence[tuple[str, int, np.ndarray]]) -> None:
         """Append points to metric ``key`` and update its summaries and the runs' heartbeats, in one transaction.
@@ -743,6 +798,7 @@ class RunStore:
         for name, value in (("updates", updates), ("epochs", epochs), ("converged", converged), ("duration", duration)):
             if value is not None:
                 values[name] = value
+        self._beat([run_id], alive=False)
         with self._tx() as conn:
             result = conn.execute(_runs.update().where(_runs.c.id == run_id).values(**values))
             if result.rowcount == 0:
@@ -754,6 +810,7 @@ class RunStore:
             raise StoreError(f"cannot mark runs {status!r} (one of {', '.join(FINISHED_STATUSES)})")
         changed = 0
         now = utcnow()
+        self._beat(run_ids, alive=False)
         with self._tx() as conn:
             for ids in _chunks(list(run_ids)):
                 result = conn.execute(
