@@ -268,3 +268,57 @@ def test_store_in_a_read_only_folder_is_readable(tmp_path: Path) -> None:
         assert _digest(db) == before and sorted(p.name for p in db.parent.iterdir()) == ["runs.db", "runs.db.lock"]
     finally:
         os.chmod(db.parent, 0o755)
+
+
+# ------------------------------------------------------------------------------------------- full disk
+
+FULL_DISK_SCRIPT = r'''
+import json, os, sqlite3, subprocess, sys
+mnt, out = sys.argv[1], sys.argv[2]
+db = os.path.join(mnt, "runs.db")
+with open(os.path.join(mnt, "old.csv"), "w") as fh:
+    fh.write("old export\n")
+cmd = [sys.executable, "-m", "expsvc"]
+run = subprocess.run(cmd + ["run", "--opt", "adamw", "--opt", "sgd", "--seeds", "3", "--epochs", "3000", "--tol", "0",
+                            "-j", "1", "-q", "--db", "sqlite:///" + db], capture_output=True, text=True)
+export = subprocess.run(cmd + ["export", "--out", os.path.join(mnt, "old.csv"), "--db", "sqlite:///" + db],
+                        capture_output=True, text=True)
+conn = sqlite3.connect(db)
+check = conn.execute("PRAGMA integrity_check").fetchall()
+copy = sqlite3.connect(os.path.join(out, "runs.db"))
+conn.backup(copy)  # with what the WAL holds (a full disk cannot checkpoint it)
+copy.close()
+conn.close()
+print(json.dumps({"run": [run.returncode, run.stderr], "export": [export.returncode, export.stderr],
+                  "old": open(os.path.join(mnt, "old.csv")).read(), "integrity": check,
+                  "leftovers": sorted(os.listdir(mnt))}))
+'''
+
+
+@pytest.mark.slow
+def test_full_disk_keeps_the_store_and_outputs_whole(tmp_path: Path) -> None:
+    """A run that fills its file system (a 400 KiB tmpfs in a private mount namespace) fails cleanly: the store
+    passes integrity_check, every run ends failed (or failed (stale)), and a failed export keeps the old file."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs unshare (mount namespaces) to mount a small tmpfs")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "script.py").write_text(FULL_DISK_SCRIPT)
+    shell = 'mount -t tmpfs -o size=400k tmpfs "$0" && exec "$@"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPSVC_")}
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", shell, str(mnt), sys.executable, str(tmp_path / "script.py"),
+                           str(mnt), str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    found = json.loads(done.stdout)
+    code, err = found["run"]
+    assert code != 0 and "full" in err and "Traceback" not in err, err
+    assert found["integrity"] == [["ok"]]
+    code, err = found["export"]
+    assert code == 2 and "No space left" in err and len(err.strip().splitlines()) == 1, err
+    assert found["old"] == "old export\n"  # atomic: the old file is whole
+    assert not [name for name in found["leftovers"] if ".tmp" in name]
+    statuses = run_cli("runs", "--json", "--db", f"sqlite:///{tmp_path / 'runs.db'}", cwd=tmp_path)
+    assert statuses.returncode == 0, statuses.stderr
+    assert {r["status"] for r in json.loads(statuses.stdout)} <= {"failed", "failed (stale)"}
