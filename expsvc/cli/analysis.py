@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, console, fail, open_store
+from expsvc.cli.common import DbOption, ForceOption, check_outputs, console, fail, open_store
 
 ExperimentOption = Annotated[
     str | None, typer.Option("--experiment", "-e", help="Experiment name (default: all for runs/export, the "
@@ -20,8 +20,6 @@ WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
                                                    "(see docs: fields params.K, metrics.K, min/max/last/first/mean(K), "
                                                    "status, seed, updates, epochs, duration, experiment, group, id).")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output file that holds another "
-                                                         "kind of data (never the store or a folder).")]
 COMPARE_FORMATS = ("table", "markdown", "json", "csv")
 TABLE_LIMIT = 100
 
@@ -35,16 +33,6 @@ def _errors() -> Iterator[None]:
         yield
     except ExpsvcError as err:
         fail(str(err))
-
-
-def _check_outputs(db: str | None, force: bool, *outputs: tuple[str, str, str]) -> None:
-    """Refuse, before any work, outputs ``(option, path, format)`` that would destroy something."""
-    from expsvc.files import check_output
-
-    paths = [path for _, path, _ in outputs]
-    with _errors():
-        for i, (option, path, fmt) in enumerate(outputs):
-            check_output(path, option=option, fmt=fmt, force=force, db=db, others=paths[:i])
 
 
 @contextmanager
@@ -195,7 +183,7 @@ def compare(
         fail(f"--format {fmt!r}: allowed: {', '.join(COMPARE_FORMATS)}")
     keys = _by(by)
     if plot is not None:
-        _check_outputs(db, force, ("--plot", plot, "png"))
+        check_outputs(db, force, ("--plot", plot, "png"))
     with _errors(), _store(db) as store:
         exp_id, exp_name = _experiment_id(store, experiment, latest=True)
         assert exp_id is not None
@@ -248,7 +236,7 @@ def plot(
     if kind == "predictions" and run is None:
         fail("--kind predictions needs a RUN id (e.g. expsvc plot --kind predictions 3f2a9c1d)")
     target = out or ("predictions.png" if kind == "predictions" else "loss.png")
-    _check_outputs(db, force, ("--out", target, "png"))
+    check_outputs(db, force, ("--out", target, "png"))
     if kind == "predictions":
         with _errors():
             from expsvc.runner.api import load_model
@@ -303,7 +291,7 @@ def export(
         outputs = [("--out", out, fmt)]
         if history and fmt == "csv":
             outputs.append(("--out's history file", str(exp.history_path(Path(out))), "csv"))
-        _check_outputs(db, force, *outputs)
+        check_outputs(db, force, *outputs)
     with _errors(), _store(db) as store:
         exp_id, _ = _experiment_id(store, experiment, latest=False)
         with store.session() as session:

@@ -15,6 +15,28 @@ DbOption = Annotated[
 ]
 
 
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output file that holds another "
+                                                         "kind of data (never the store or a folder).")]
+"""Every command with an output option (``metavar="FILE"``) has ``--force`` and calls :func:`check_outputs`."""
+
+
+def check_outputs(db: str | None, force: bool, *outputs: tuple[str, str, str]) -> None:
+    """Refuse, before any work, outputs ``(option, path, format)`` that would destroy something (one line, exit 2).
+
+    See :func:`expsvc.files.check_output`: never the store ``db`` or its files, a folder or a FIFO; a file of
+    another kind only with ``force``; the outputs of one command must be different files.
+    """
+    from expsvc.errors import ExpsvcError
+    from expsvc.files import check_output
+
+    paths = [path for _, path, _ in outputs]
+    try:
+        for i, (option, path, fmt) in enumerate(outputs):
+            check_output(path, option=option, fmt=fmt, force=force, db=db, others=paths[:i])
+    except ExpsvcError as err:
+        fail(str(err))
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
     typer.echo(f"error: {message}", err=True)
