@@ -85,6 +85,27 @@ def test_a_second_attempt_at_started_runs_fails_them(tmp_path: Path) -> None:
     assert all(r.status == "failed" and r.error.startswith("dask worker lost") for r in runs)
 
 
+def test_after_ctrl_c_a_late_dask_task_never_trains(tmp_path: Path) -> None:
+    """Cancelling is asynchronous: at Ctrl-C the queued runs are marked first, so a task picked up late refuses."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    config = ExperimentSpec.from_dict({"optimizer": "sgd", "epochs": 2}).configs()[0]
+    with RunStore.open(url) as store:
+        exp = store.get_or_create_experiment("stop")
+        new = [NewRun(s, config.group_key, {**config.as_dict(), "seed": s}, {}) for s in (0, 1)]
+        queued, running = store.create_runs(exp, new), store.create_runs(exp, new)
+        store.start_runs(running, host="elsewhere", pid=1, expsvc_version="0", numpy_version="0")
+    tasks = [GroupTask(0, url, config, (0, 1), tuple(queued)), GroupTask(1, url, config, (0, 1), tuple(running))]
+    DaskExecutor._never_start(tasks)
+    with RunStore.open(url, mark_stale=False) as store:
+        assert set(store.statuses(queued).values()) == {"interrupted"}
+        assert set(store.statuses(running).values()) == {"running"}  # its worker stops it (or finishes it)
+    outcome = run_group_task(tasks[0])
+    assert [o.status for o in outcome.runs] == ["failed", "failed"]  # refused, not trained
+    with RunStore.open(url, mark_stale=False) as store:
+        assert set(store.statuses(queued).values()) == {"interrupted"}
+        assert store.point_counts(queued) == {}
+
+
 def test_tasks_reach_workers_with_absolute_paths(tmp_path: Path) -> None:
     config = ExperimentSpec.from_dict({}).configs()[0]
     task = absolute_task(GroupTask(0, "sqlite:///rel/runs.db", config, (0,), ("a" * 32,), "my_plugins"))

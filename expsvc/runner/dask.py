@@ -204,6 +204,7 @@ class DaskExecutor:
                     outcome = self._lost(task, err)
                 outcomes[task.index] = outcome
         except KeyboardInterrupt:
+            self._never_start([task for task in prepared if task.index not in outcomes])
             client.cancel(list(futures), force=True)
             if self.cluster is not None:
                 self.close()  # stop our own workers before the caller marks their runs interrupted
@@ -213,6 +214,21 @@ class DaskExecutor:
                 with contextlib.suppress(Exception):
                     client.unsubscribe_topic(PROGRESS_TOPIC)
         return [outcomes[task.index] for task in tasks]
+
+    @staticmethod
+    def _never_start(tasks: Sequence[GroupTask]) -> None:
+        """At Ctrl-C: mark the still-queued runs interrupted first, so a task a worker picks up late finds them
+        no longer queued and never trains (cancelling is asynchronous)."""
+        from expsvc.store import RunStore
+
+        if not tasks:
+            return
+        store = RunStore.open(tasks[0].url, create=False, upgrade=False, mark_stale=False)
+        try:
+            store.mark_unfinished([run_id for task in tasks for run_id in task.run_ids], "interrupted",
+                                  "interrupted by the user (Ctrl-C) before it started", only=("queued",))
+        finally:
+            store.close()
 
     def _lost(self, task: GroupTask, err: BaseException) -> GroupOutcome:
         """Mark a task's unfinished runs failed with the reason (its flushed history is kept)."""

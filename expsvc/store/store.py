@@ -804,8 +804,9 @@ class RunStore:
             if result.rowcount == 0:
                 raise StoreError(f"cannot finish run {run_id}: no such run")
 
-    def mark_unfinished(self, run_ids: Sequence[str], status: str = "interrupted", error: str | None = None) -> int:
-        """Give runs still queued/running the final ``status``; return how many changed."""
+    def mark_unfinished(self, run_ids: Sequence[str], status: str = "interrupted", error: str | None = None, *,
+                        only: Sequence[str] = UNFINISHED) -> int:
+        """Give runs still queued/running (or only those in ``only``) the final ``status``; return how many changed."""
         if status not in FINISHED_STATUSES:
             raise StoreError(f"cannot mark runs {status!r} (one of {', '.join(FINISHED_STATUSES)})")
         changed = 0
@@ -815,7 +816,7 @@ class RunStore:
             for ids in _chunks(list(run_ids)):
                 result = conn.execute(
                     _runs.update()
-                    .where(_runs.c.id.in_(ids), _runs.c.status.in_(UNFINISHED))
+                    .where(_runs.c.id.in_(ids), _runs.c.status.in_([s for s in only if s in UNFINISHED]))
                     .values(status=status, error=_safe_text(error), ended_at=now)
                 )
                 changed += result.rowcount
