@@ -128,7 +128,7 @@ def _statuses(tmp_path: Path, **env: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_ctrl_c_never_starts_queued_groups(tmp_path: Path) -> None:
     """4 groups on 2 workers, Ctrl-C while 2 run: "stopping" at once, exit 130, queued groups never start."""
-    args = _job(tmp_path, "adamw", "sgd", "mini_bgd", "adam", epochs=400, jobs=2)
+    args = _job(tmp_path, "adamw", "sgd", "mini_bgd", "adam", epochs=1000, jobs=2)
     with _started(tmp_path, args, SLOW_SECONDS="0.05") as proc:
         running = _wait_for(lambda: _running(tmp_path, 2), "two groups running")
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground process group
@@ -145,7 +145,7 @@ def test_ctrl_c_never_starts_queued_groups(tmp_path: Path) -> None:
         if r["id"] not in started and r["pid"] == proc.pid:
             assert r["started_at"] is None, f"queued run {r['id'][:8]} started after Ctrl-C"
     assert sum(r["started_at"] is not None for r in rows) == 4  # only the two groups running at Ctrl-C
-    assert took < 0.5 * 400 * 0.05, f"took {took:.1f} s to stop"  # far less than finishing a group
+    assert took < 0.5 * 1000 * 0.05, f"took {took:.1f} s to stop"  # far less than finishing a group
 
 
 @pytest.mark.slow
@@ -194,7 +194,9 @@ def test_a_live_run_is_never_marked_stale(tmp_path: Path) -> None:
         beats: set[str] = set()
         while proc.poll() is None:
             seen.update(_statuses(tmp_path, **limit).values())
-            beats.update(r["heartbeat_at"] for r in _rows(tmp_path) if r["status"] == "running")
+            for _ in range(10):  # sample the heartbeats between two `runs` (which may be slow on a busy machine)
+                beats.update(r["heartbeat_at"] for r in _rows(tmp_path) if r["status"] == "running")
+                time.sleep(0.1)
         _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
     assert "failed (stale)" not in seen, seen

@@ -281,15 +281,17 @@ with open(os.path.join(mnt, "old.csv"), "w") as fh:
 cmd = [sys.executable, "-m", "expsvc"]
 run = subprocess.run(cmd + ["run", "--opt", "adamw", "--opt", "sgd", "--seeds", "3", "--epochs", "3000", "--tol", "0",
                             "-j", "1", "-q", "--db", "sqlite:///" + db], capture_output=True, text=True)
-export = subprocess.run(cmd + ["export", "--out", os.path.join(mnt, "old.csv"), "--db", "sqlite:///" + db],
-                        capture_output=True, text=True)
+runs = subprocess.run(cmd + ["runs", "--db", "sqlite:///" + db], capture_output=True, text=True)
 conn = sqlite3.connect(db)
 check = conn.execute("PRAGMA integrity_check").fetchall()
 copy = sqlite3.connect(os.path.join(out, "runs.db"))
 conn.backup(copy)  # with what the WAL holds (a full disk cannot checkpoint it)
 copy.close()
 conn.close()
+export = subprocess.run(cmd + ["export", "--out", os.path.join(mnt, "old.csv"), "--db",
+                               "sqlite:///" + os.path.join(out, "runs.db")], capture_output=True, text=True)
 print(json.dumps({"run": [run.returncode, run.stderr], "export": [export.returncode, export.stderr],
+                  "runs": [runs.returncode, runs.stderr],
                   "old": open(os.path.join(mnt, "old.csv")).read(), "integrity": check,
                   "leftovers": sorted(os.listdir(mnt))}))
 '''
@@ -315,6 +317,7 @@ def test_full_disk_keeps_the_store_and_outputs_whole(tmp_path: Path) -> None:
     code, err = found["run"]
     assert code != 0 and "full" in err and "Traceback" not in err, err
     assert found["integrity"] == [["ok"]]
+    assert found["runs"] == [0, ""]  # reading works on the full disk
     code, err = found["export"]
     assert code == 2 and "No space left" in err and len(err.strip().splitlines()) == 1, err
     assert found["old"] == "old export\n"  # atomic: the old file is whole

@@ -28,6 +28,10 @@ class StoreError(ExpsvcError):
     """A one-line error about the run store (missing, corrupt, too new, unknown run...)."""
 
 
+class StoreFullError(StoreError):
+    """The store's disk (or its quota) is full: nothing more can be written, everything can still be read."""
+
+
 def default_url() -> str:
     """``$EXPSVC_DB`` or ``sqlite:///experiments.db`` (relative to the working directory)."""
     return os.environ.get("EXPSVC_DB") or DEFAULT_URL
@@ -191,6 +195,8 @@ def translate_errors(where: str) -> Iterator[None]:
         lowered = message.lower()
         if "malformed" in lowered or "not a database" in lowered:
             raise StoreError(f"{where} is corrupt ({message})") from None
+        if "disk is full" in lowered or "no space left" in lowered or "quota" in lowered:
+            raise StoreFullError(f"the disk of {where} is full ({message}); what was written before is kept") from None
         if "database is locked" in lowered or "database is busy" in lowered:
             raise StoreError(f"{where} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s)") from None
         if isinstance(err, exc.OperationalError | exc.InterfaceError) and not isinstance(err, exc.IntegrityError):

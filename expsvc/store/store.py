@@ -34,6 +34,7 @@ from expsvc.errors import did_you_mean
 from expsvc.store import migrate
 from expsvc.store.engine import (
     StoreError,
+    StoreFullError,
     as_utc,
     default_url,
     display_url,
@@ -330,6 +331,8 @@ class RunStore:
         if mark_stale and read_only is None:  # stale runs cannot be marked in a store nobody may write
             try:
                 store.mark_stale()
+            except StoreFullError:
+                pass  # a full disk must not stop reading; the stale runs are marked by a later open
             except BaseException:
                 store.close()
                 raise
