@@ -202,3 +202,38 @@ def test_a_live_run_is_never_marked_stale(tmp_path: Path) -> None:
     assert "failed (stale)" not in seen, seen
     assert len(beats) >= 4, f"heartbeats while running: {sorted(beats)}"  # 60 steps of 0.25 s: one beat per 0.25 s
     assert set(_statuses(tmp_path).values()) == {"finished"}
+
+
+def test_stale_rules_trust_a_live_local_process_over_the_clock(tmp_path: Path) -> None:
+    """The rules themselves: a live local pid is never stale however old its heartbeat; a dead one is, queued or
+    running; another host's run goes by heartbeat age only, and its queued runs are left alone."""
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from expsvc.store import NewRun, RunStore
+    from expsvc.store.models import Run
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here, old = socket.gethostname(), datetime.now(UTC) - timedelta(days=1)
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    cases = {  # (status, host, pid, heartbeat) -> the status after an open
+        ("running", here, os.getpid(), old): "running",
+        ("running", here, dead.pid, datetime.now(UTC)): "failed",
+        ("queued", here, dead.pid, None): "failed",
+        ("queued", here, os.getpid(), None): "queued",
+        ("running", "elsewhere", 1, old): "failed",
+        ("queued", "elsewhere", 1, None): "queued",
+    }
+    with RunStore.open(url) as store:
+        exp = store.get_or_create_experiment("rules")
+        ids = store.create_runs(exp, [NewRun(i, "g", {}, {}) for i in range(len(cases))])
+        with store._tx() as conn:
+            for run_id, (status, host, pid, beat) in zip(ids, cases, strict=True):
+                conn.execute(sa.update(Run).where(Run.id == run_id).values(status=status, host=host, pid=pid,
+                                                                           heartbeat_at=beat, started_at=beat))
+    with RunStore.open(url) as store:
+        found = store.statuses(ids)
+    assert [found[run_id] for run_id in ids] == list(cases.values())
