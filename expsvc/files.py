@@ -43,6 +43,9 @@ _KIND_WORDS = {
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 
+_FILE_TYPES = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
 _STORES: set[Path] = set()
 """The SQLite files this process opened as stores (outputs may never replace them or their sidecars)."""
 
@@ -59,24 +62,13 @@ def kind_of(path: str | os.PathLike[str]) -> str | None:
     ``"a FIFO"``, ``"a socket"``, ``"a character device"``, ``"a block device"`` (symbolic links followed)."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:
         return "file"  # permission problems: let the open report them in its own words
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
+    for test, name in _FILE_TYPES:
+        if test(mode):
+            return name
     return "not a regular file"  # pragma: no cover - other file types
 
 
