@@ -210,6 +210,7 @@ def test_show_json_is_strict_for_a_diverged_run(tmp_path: Path) -> None:
     assert data["summaries"]["loss"]["last"] is None or isinstance(data["summaries"]["loss"]["last"], float)
 
 
+@pytest.mark.slow
 def test_plot_of_diverged_runs_prints_no_numpy_warning(tmp_path: Path) -> None:
     """Seeds that blow up (huge finite losses, then inf) draw without a RuntimeWarning on the terminal."""
     db = f"sqlite:///{tmp_path / 'runs.db'}"

@@ -123,6 +123,7 @@ def test_fifo_paths_from_users_never_hang(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- damaged history
 
 
+@pytest.mark.slow
 def test_damaged_history_chunk_names_the_run(tmp_path: Path) -> None:
     """A chunk cut to 7 bytes: `show` and `export --history --format json` name the run in one line."""
     db = tmp_path / "runs.db"
@@ -219,6 +220,7 @@ def _wal_store(folder: Path) -> Path:
 READS = (["runs"], ["compare", "-e", "e"], ["export", "--format", "json"], ["db", "current"])
 
 
+@pytest.mark.slow
 def test_store_on_a_read_only_mount_is_readable(tmp_path: Path) -> None:
     """A WAL store on a read-only file system (a read-only bind mount in a private mount namespace)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
@@ -239,6 +241,7 @@ def test_store_on_a_read_only_mount_is_readable(tmp_path: Path) -> None:
     assert _digest(db) == before
 
 
+@pytest.mark.slow
 def test_store_in_a_read_only_folder_is_readable(tmp_path: Path) -> None:
     """A WAL store in a folder its reader may not write.
 
