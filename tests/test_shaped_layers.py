@@ -15,7 +15,7 @@ from expsvc.builtins.activations import GLU, ReLU, Tanh
 from expsvc.builtins.datasets import Digits, FileDataset
 from expsvc.builtins.layers import AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d
 from expsvc.builtins.losses import BCE, CrossEntropy
-from expsvc.builtins.optimizers import SGD, AdamW
+from expsvc.builtins.optimizers import AdamW
 from expsvc.core import DataSplit, Layer, ReplicaRandom, Sequential, ShapeError, Trainer, gradcheck, replica_streams
 from expsvc.core.rng import RUN_DOMAIN, component_roots
 from expsvc.core.train import evaluate
@@ -144,7 +144,8 @@ def test_batch_norm_running_statistics_follow_torch_update_rule() -> None:
     np.testing.assert_allclose(layer.running_mean.value[0], 0.1 * values.mean(1), rtol=1e-12)
     np.testing.assert_allclose(layer.running_var.value[0], 0.9 + 0.1 * values.var(1, ddof=1), rtol=1e-12)
     y = layer.forward(x, train=False)
-    expected = (x - layer.running_mean.value[0][:, None, None]) / np.sqrt(layer.running_var.value[0] + 1e-5)[:, None, None]
+    mean, var = layer.running_mean.value[0][:, None, None], layer.running_var.value[0][:, None, None]
+    expected = (x - mean) / np.sqrt(var + 1e-5)
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
@@ -241,7 +242,7 @@ def test_digits_dataset_shapes_and_stratified_fixed_split() -> None:
     assert images.x_train.shape == (1438, 1, 8, 8) and flat.x_train.shape == (1438, 64)
     assert images.x_test.shape == (359, 1, 8, 8) and images.classes == 10
     np.testing.assert_array_equal(images.x_train.reshape(1438, -1), flat.x_train)
-    assert 0.0 == images.x_train.min() and images.x_train.max() == 1.0
+    assert images.x_train.min() == 0.0 and images.x_train.max() == 1.0
     counts = np.bincount(images.y_test, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # 20 % of each class
     np.testing.assert_array_equal(Digits().load().y_train, images.y_train)  # fixed
