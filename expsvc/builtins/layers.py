@@ -185,6 +185,37 @@ def _windows_out(layer: Layer, h: int, w: int, kernel: tuple[int, int], stride: 
     return (hp - kernel[0]) // stride[0] + 1, (wp - kernel[1]) // stride[1] + 1
 
 
+SINGLE_THREAD_MNK = 200_000
+"""Largest ``m·n·k`` of one matrix product in the convolution: OpenBLAS runs products above ~262,144
+(``65536 × GEMM_MULTITHREAD_THRESHOLD``) on all its threads, and for products this small the thread
+hand-off costs far more than the arithmetic (10× slower steps measured on a busy 2-core machine)."""
+
+
+def _chunks(m: int, per_row: int) -> list[tuple[int, int]]:
+    """Row ranges of at most ``SINGLE_THREAD_MNK // per_row`` rows covering ``range(m)``."""
+    step = max(1, SINGLE_THREAD_MNK // max(1, per_row))
+    return [(s, min(s + step, m)) for s in range(0, m, step)]
+
+
+def _matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a (R, M, K) @ b (R, K, N)`` in row chunks small enough for one BLAS thread (each row's numbers are
+    those of the whole product)."""
+    parts = _chunks(a.shape[1], a.shape[2] * b.shape[2])
+    if len(parts) == 1:
+        return np.matmul(a, b)
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.result_type(a, b))
+    for s, e in parts:
+        np.matmul(a[:, s:e], b, out=out[:, s:e])
+    return out
+
+
+def _matmul_inner(a_t: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out += a_tᵀ @ b`` for ``a_t (R, M, P)``, ``b (R, M, Q)``: the long ``M`` summed in chunks, each
+    product small enough for one BLAS thread."""
+    for s, e in _chunks(a_t.shape[1], a_t.shape[2] * b.shape[2]):
+        out += np.matmul(a_t[:, s:e].transpose(0, 2, 1), b[:, s:e])
+
+
 class _Windows:
     """Index tables of a sliding window over a batch of images ``(B, C, H, W)``: gathering them turns a
     window operation into one ``np.take`` plus plain array maths (no Python loop over pixels, no strided
@@ -312,7 +343,7 @@ class Conv2d(_Windowed):
         o, (ho, wo) = self.out_channels, self.out_hw
         cols = self.cols = win.take(x).reshape(r, b * ho * wo, -1)
         w = self.weight.value.reshape(r, o, -1)
-        y = np.matmul(cols, w.transpose(0, 2, 1).copy() if r > 1 else w.transpose(0, 2, 1))
+        y = _matmul_rows(cols, w.transpose(0, 2, 1).copy() if r > 1 else w.transpose(0, 2, 1))
         out = np.empty((r, b, o, ho * wo), dtype=y.dtype)
         y = y.reshape(r, b, ho * wo, o).transpose(0, 1, 3, 2)
         if self.bias is not None:
@@ -328,14 +359,14 @@ class Conv2d(_Windowed):
         if self.bias is not None:
             self.bias.grad[...] += dyc.sum(axis=3).sum(axis=1)
         dym = np.ascontiguousarray(dyc.transpose(0, 1, 3, 2)).reshape(r, -1, o)
-        self.weight.grad.reshape(r, o, -1)[...] += np.matmul(dym.transpose(0, 2, 1), self.cols)
+        _matmul_inner(dym, self.cols, self.weight.grad.reshape(r, o, -1))
         return dym
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Add the parameter gradients; return ``dx (R, B, C, H, W)``."""
         dym = self._param_grads(dy)
         r = dy.shape[0]
-        dcols = np.matmul(dym, self.weight.value.reshape(r, self.out_channels, -1))
+        dcols = _matmul_rows(dym, self.weight.value.reshape(r, self.out_channels, -1))
         return self._windows(dy.shape[1]).put(dcols, self.x_shape)
 
     def backward_params(self, dy: np.ndarray) -> None:
