@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
-    if not which <= set("123456"):
-        parser.error("--sections takes numbers 1 to 6")
+    if not which <= set("1234567"):
+        parser.error("--sections takes numbers 1 to 7")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []

@@ -279,3 +279,22 @@ def test_running_statistics_are_saved_and_loaded_with_the_run(tmp_path: Path) ->
     assert accuracy == pytest.approx(outcome.metrics["test_accuracy"], abs=1e-12)
     with sqlite3.connect(tmp_path / "bn.db") as con:
         assert con.execute("select count(*) from runs").fetchone()[0] == 1
+
+
+def test_prediction_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict() splits large inputs into chunks (eval mode treats samples independently): same outputs."""
+    from expsvc.core import train as train_module
+
+    data = small_digits(64, 40)
+    _, model = train_cnn([1, 2], data, epochs=1)
+    whole = train_module.predict(model, CrossEntropy(), data.x_test)[0]
+    monkeypatch.setattr(train_module, "PREDICT_CHUNK", 16)
+    chunked = train_module.predict(model, CrossEntropy(), data.x_test)[0]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_bce_refuses_non_probabilities_but_lets_nan_diverge() -> None:
+    loss = BCE()
+    with pytest.raises(ValueError, match="probabilities"):
+        loss.forward(np.array([[[1.5]]]), np.array([[[1.0]]]))
+    assert np.isnan(loss.forward(np.array([[[np.nan]]]), np.array([[[1.0]]]))[0])

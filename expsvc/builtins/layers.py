@@ -555,7 +555,7 @@ class BatchNorm(Layer):
 
     def __init__(self, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
         super().__init__()
-        if not (isinstance(eps, int | float) and not isinstance(eps, bool) and eps > 0):
+        if not (isinstance(eps, int | float) and not isinstance(eps, bool) and 0 < eps < math.inf):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         if not (isinstance(momentum, int | float) and not isinstance(momentum, bool) and 0 <= momentum <= 1):
             raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")

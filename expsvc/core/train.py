@@ -234,13 +234,23 @@ class Trainer:
         )
 
 
+PREDICT_CHUNK = 2048
+"""Samples per forward pass in :func:`predict` (a convolution's gathered windows grow with the batch)."""
+
+
 def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
     ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
     assert model.buffer is not None
-    xs = np.broadcast_to(np.asarray(x, dtype=model.buffer.dtype), (model.replicas, *np.shape(x)))
+    x = np.asarray(x, dtype=model.buffer.dtype)
     with np.errstate(all="ignore"):
-        out = model.forward(xs, train=False)
+        if len(x) <= PREDICT_CHUNK:
+            out = model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
+        else:  # eval mode treats samples independently: chunks bound the memory of image layers' windows
+            chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
+            out = np.concatenate(
+                [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1
+            )
         return out, loss.predict(out)
 
 
