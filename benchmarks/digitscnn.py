@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from benchmarks.widenet import WorkerProcess
 
 BATCH = 64
 LR = 1e-3
@@ -71,24 +71,13 @@ def run_torch(dtype: str, x: np.ndarray, y: np.ndarray, epochs: int) -> tuple[fl
     import torch
     from torch import nn
 
+    from benchmarks.widenet import torch_steps
+
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)).to(getattr(torch, dtype))
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, foreach=False)
-    loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x.astype(dtype)), torch.from_numpy(y)
-    batches = [(xt[s : s + BATCH], yt[s : s + BATCH]) for s in range(0, len(x), BATCH)]
-    losses, t = [0.0] * (epochs * len(batches)), 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in batches:
-            opt.zero_grad()
-            loss = loss_fn(net(xb), yb)
-            loss.backward()
-            opt.step()
-            losses[t] = loss.item()
-            t += 1
-    return time.perf_counter() - start, t
+    return torch_steps(net, [(xt[s : s + BATCH], yt[s : s + BATCH]) for s in range(0, len(x), BATCH)], epochs)
 
 
 def worker(contender: str) -> None:
@@ -111,34 +100,15 @@ def worker(contender: str) -> None:
         print(json.dumps({"seconds": seconds, "steps": steps}), flush=True)
 
 
-class Worker:
-    """A running :func:`worker` subprocess (1 BLAS/OpenMP thread)."""
+class Worker(WorkerProcess):
+    """A running :func:`worker` subprocess at 1 BLAS/OpenMP thread."""
 
     def __init__(self, contender: str) -> None:
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.digitscnn", "--worker", contender], env=env,
-                                     cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._read()
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"digits-CNN worker exited with {self.proc.wait()}")
-        return json.loads(line)
+        super().__init__("benchmarks.digitscnn", ["--worker", contender], threads=1)
 
     def run(self, job: str, dtype: str, epochs: int) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{job} {dtype} {epochs}\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        """``{"seconds", "steps"}`` of one job in the worker."""
+        return self.ask(f"{job} {dtype} {epochs}")
 
 
 def section_digits_cnn(reps: int, epochs: int, with_torch: bool, seed_epochs: int | None = None) -> dict[str, Any]:

@@ -53,6 +53,16 @@ def _per_replica(a: np.ndarray, mean: bool = False) -> np.ndarray:
     return np.matmul(rows[:, None, :], weights)[:, 0]
 
 
+def _weighted(grad: np.ndarray, weight: np.ndarray | None, reduction: str) -> np.ndarray:
+    """``grad`` times the element ``weight`` (if any), divided by the elements per replica for ``mean``
+    (in place)."""
+    if weight is not None:
+        grad *= weight.astype(grad.dtype, copy=False)
+    if reduction == "mean":
+        grad /= float(grad.size // grad.shape[0])
+    return grad
+
+
 def _optional_array(value: float | Sequence[float] | None) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.float64)
 
@@ -112,16 +122,13 @@ class BCEWithLogits(Loss):
             grad -= t
         else:
             grad -= y
-        if self.weight is not None:
-            grad *= self.weight.astype(grad.dtype, copy=False)
-        if self.reduction == "mean":
-            grad /= float(grad.size // grad.shape[0])
-        return grad
+        return _weighted(grad, self.weight, self.reduction)
 
     def predict(self, out: np.ndarray) -> np.ndarray:
         return (out > 0).astype(np.int64)
 
     def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
+        """Soft binary targets in ``[0, 1]``."""
         return rng.uniform(0.0, 1.0, size=pred_shape)
 
 
@@ -160,11 +167,7 @@ class BCE(Loss):
     def backward(self) -> np.ndarray:
         x, y = self.x, self.y
         grad = (x - y) / np.maximum((1 - x) * x, self.EPSILON)
-        if self.weight is not None:
-            grad *= self.weight.astype(grad.dtype, copy=False)
-        if self.reduction == "mean":
-            grad /= float(grad.size // grad.shape[0])
-        return grad
+        return _weighted(grad, self.weight, self.reduction)
 
     def predict(self, out: np.ndarray) -> np.ndarray:
         return (out > 0.5).astype(np.int64)
@@ -172,8 +175,7 @@ class BCE(Loss):
     def sample_input(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.uniform(0.05, 0.95, size=shape)
 
-    def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
-        return rng.uniform(0.0, 1.0, size=pred_shape)
+    sample_target = BCEWithLogits.sample_target
 
 
 class MSE(Loss):
