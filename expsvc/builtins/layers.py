@@ -165,7 +165,7 @@ def _pair(name: str, value: int | tuple[int, int] | list[int], minimum: int) -> 
     return int(items[0]), int(items[1])
 
 
-def _image(layer: Layer, in_shape: Shape) -> tuple[int, int, int]:
+def _image(in_shape: Shape) -> tuple[int, int, int]:
     """``(C, H, W)`` from an image input shape, else a :class:`ShapeError` saying what is needed."""
     if len(in_shape) != 3:
         raise ShapeError(f"needs image inputs (channels, height, width) but gets {fmt_shape(in_shape)}")
@@ -173,7 +173,7 @@ def _image(layer: Layer, in_shape: Shape) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _windows_out(layer: Layer, h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+def _windows_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
                  padding: tuple[int, int], in_shape: Shape) -> tuple[int, int]:
     """Output height and width of a sliding window (torch's floor rule), or a ShapeError when the kernel is
     larger than the padded input."""
@@ -324,8 +324,8 @@ class Conv2d(_Windowed):
         self.use_bias = bool(bias)
 
     def build_shape(self, in_shape: Shape) -> Shape:
-        c, h, w = _image(self, in_shape)
-        ho, wo = _windows_out(self, h, w, self.kernel, self.stride, self.padding, in_shape)
+        c, h, w = _image(in_shape)
+        ho, wo = _windows_out(h, w, self.kernel, self.stride, self.padding, in_shape)
         kh, kw = self.kernel
         fan_in = c * kh * kw
         init = uniform_init(1.0 / math.sqrt(fan_in))
@@ -403,7 +403,7 @@ class _Pool2d(_Windowed):
                              f"kernel {kernel_size!r}")
 
     def build_shape(self, in_shape: Shape) -> Shape:
-        c, h, w = _image(self, in_shape)
+        c, h, w = _image(in_shape)
         hp, wp = h + 2 * self.padding[0], w + 2 * self.padding[1]
         if self.kernel[0] > hp or self.kernel[1] > wp:
             raise ShapeError(
