@@ -88,6 +88,13 @@ def targets(sections: dict[str, Any]) -> list[Target]:
     out.append(_target("T6a", "expsvc compare on 1,000 runs × 1,000 steps [s]", big.get("expsvc compare"), 1.0,
                        False))
     out.append(_target("T6b", "expsvc runs on 1,000 runs × 1,000 steps [s]", big.get("expsvc runs"), 0.5, False))
+    cnn = sections.get("7_digits_cnn", {})
+    f32 = cnn.get("results", {}).get("float32", {})
+    out.append(_target("C1", "digits CNN float32, 1 thread, expsvc ÷ torch eager steps/s",
+                       ratio(f32.get("expsvc"), f32.get("torch eager")), 2.0, True))
+    seeds = cnn.get("seeds", {})
+    out.append(_target("C2", "digits CNN, 5 seeds vectorised wall time ÷ one seed's",
+                       ratio(seeds.get("5 seeds vectorised (R=5)"), seeds.get("1 seed (R=1)")), 2.5, False))
     return out
 
 
@@ -219,6 +226,20 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         built = "cached" if s6.get("build_seconds") is None else f"built in {s6['build_seconds']:.0f} s"
         lines += [f"## 6. Queries on {s6['runs']:,} runs × {s6['steps']:,} steps ({built})", ""]
         lines += [*_table(["", "median [min–max]", ""], _stats_rows(s6["stats"])), ""]
+    s7 = sections.get("7_digits_cnn")
+    if s7:
+        lines += ["## 7. Digits CNN (conv(8,3,p1)-relu-maxpool-conv(16,3,p1)-relu-maxpool-flatten-linear(10), "
+                  "cross-entropy, batch 64, AdamW, 1,438 digits images), 1 thread", "",
+                  f"{s7['epochs']} epochs × {s7['steps_per_epoch']} steps per repetition; each contender in its own "
+                  "worker process with OPENBLAS/OMP/MKL_NUM_THREADS=1, torch.set_num_threads(1).", ""]
+        rows = []
+        for dtype, stats in s7["results"].items():
+            e, t = stats.get("expsvc"), stats.get("torch eager")
+            rows.append([dtype, e.text() if e else "—", t.text() if t else "—",
+                         f"{fmt(paired_ratio(e, t).median)}×" if e and t else "—"])
+        lines += [*_table(["dtype", "expsvc", "torch eager", "expsvc ÷ torch"], rows), ""]
+        lines += ["5 seeds vectorised against one seed (float32, build + train):", "",
+                  *_table(["", "seconds median [min–max]", "÷ 1 seed"], _stats_rows(s7["seeds"], "1 seed (R=1)")), ""]
     notes = meta.get("notes")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -60,10 +60,17 @@ def run_torch(dtype: str, x: np.ndarray, y: np.ndarray, epochs: int) -> tuple[fl
         torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(), torch.nn.Linear(SIZES[1], SIZES[2]), torch.nn.ReLU(),
         torch.nn.Linear(SIZES[2], SIZES[3]),
     ).to(tdtype)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return torch_steps(net, [(xt[s : s + BATCH], yt[s : s + BATCH]) for s in range(0, len(x), BATCH)], epochs)
+
+
+def torch_steps(net: Any, batches: list[tuple[Any, Any]], epochs: int) -> tuple[float, int]:
+    """Seconds of ``epochs`` passes of torch eager training over ``batches`` (cross-entropy, AdamW at ``LR``
+    with ``foreach=False``, ``loss.item()`` every step, as the engine records every loss) and steps done."""
+    import torch
+
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.AdamW(net.parameters(), lr=LR, foreach=False)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    batches = [(xt[s : s + BATCH], yt[s : s + BATCH]) for s in range(0, len(x), BATCH)]
     losses = [0.0] * (epochs * len(batches))
     t = 0
     start = time.perf_counter()
@@ -108,32 +115,32 @@ def worker(contender: str, threads: int, n: int) -> None:
         print(json.dumps({"steps_per_s": steps / seconds}), flush=True)
 
 
-class Worker:
-    """A running :func:`worker` subprocess."""
+class WorkerProcess:
+    """A worker subprocess ``python -m MODULE ARGS`` with ``threads`` BLAS/OpenMP threads, spoken to in lines:
+    one JSON line of greeting (``hello``), then one JSON answer per request line; an empty line ends it."""
 
-    def __init__(self, contender: str, threads: int, n: int) -> None:
+    def __init__(self, module: str, args: list[str], threads: int) -> None:
         env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
                "MKL_NUM_THREADS": str(threads)}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.widenet", "--worker", contender, "--threads", str(threads),
-             "--n", str(n)], env=env, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
+        self.module = module
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=root,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.hello = self._read()
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"wide-net worker exited with {self.proc.wait()}")
+            raise RuntimeError(f"{self.module} worker exited with {self.proc.wait()}")
         return json.loads(line)
 
-    def run(self, dtype: str, epochs: int) -> float:
-        """Steps per second of one training run in the worker."""
+    def ask(self, request: str) -> dict[str, Any]:
+        """Send one request line; return the worker's JSON answer."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{dtype} {epochs}\n")
+        self.proc.stdin.write(request + "\n")
         self.proc.stdin.flush()
-        return float(self._read()["steps_per_s"])
+        return self._read()
 
     def close(self) -> None:
         """End the worker (empty line, then wait)."""
@@ -141,6 +148,18 @@ class Worker:
         self.proc.stdin.write("\n")
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
+
+
+class Worker(WorkerProcess):
+    """A running :func:`worker` subprocess."""
+
+    def __init__(self, contender: str, threads: int, n: int) -> None:
+        super().__init__("benchmarks.widenet", ["--worker", contender, "--threads", str(threads), "--n", str(n)],
+                         threads)
+
+    def run(self, dtype: str, epochs: int) -> float:
+        """Steps per second of one training run in the worker."""
+        return float(self.ask(f"{dtype} {epochs}")["steps_per_s"])
 
 
 def section_wide_net(

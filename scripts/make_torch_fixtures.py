@@ -33,6 +33,16 @@ Files written (all small, compressed):
 ``schedulers.json``
     torch's (recursive) per-epoch learning rates for StepLR and CosineAnnealingLR, including epochs past
     ``T_max``.
+``shaped.npz``
+    The shaped layers and BCELoss, float64, case by case (``manifest["shaped"]``): inputs ``x`` (images
+    NCHW), upstream gradients ``g``, parameters, torch's ``out``, ``dx`` and ``d<param>``; batch norm also
+    the running statistics before (``running_*``) and after (``new_running_*``) the pass; dropout the mask
+    torch drew (``mask``, 0/1) so expsvc can be given the same one.
+``cnn_digits.npz``
+    The reference CNN (conv(8,3,p1)-relu-maxpool-conv(16,3,p1)-relu-maxpool-flatten-linear(10)),
+    cross-entropy, AdamW lr 1e-3, float64, batch 64, on the first 320 training images of ``digits`` (the
+    test rebuilds them with scikit-learn): ``init`` flat initial parameters in expsvc order, ``perms``
+    (100, 320) per-epoch orders, ``losses`` (500,) and ``params`` at ``checkpoint_steps``.
 """
 
 from __future__ import annotations
@@ -408,10 +418,149 @@ def scheduler_lrs() -> dict[str, Any]:
     return out
 
 
+def shaped_cases() -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The shaped layers and BCELoss in float64: outputs and gradients for given inputs and parameters."""
+    rng = np.random.default_rng(12)
+    arrays: dict[str, np.ndarray] = {}
+    cases: list[dict[str, Any]] = []
+    f64 = torch.float64
+
+    def record(case: str, name: str, kwargs: dict[str, Any], module: nn.Module, x_np: np.ndarray,
+               train: bool = True, extra: dict[str, np.ndarray] | None = None) -> None:
+        module = module.to(f64)
+        module.train(train)
+        module.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.from_numpy(rng.uniform(-0.8, 0.8, tuple(p.shape))))
+        before = {k: v.detach().clone().numpy() for k, v in module.named_buffers() if v.dtype == f64}
+        x = torch.tensor(x_np, dtype=f64, requires_grad=True)
+        out = module(x)
+        g_np = rng.normal(size=tuple(out.shape))
+        out.backward(torch.from_numpy(g_np))
+        arrays.update({f"{case}/x": x_np, f"{case}/g": g_np, f"{case}/out": out.detach().numpy(),
+                       f"{case}/dx": x.grad.numpy()})
+        for k, p in module.named_parameters():
+            arrays[f"{case}/{k}"] = p.detach().numpy().copy()
+            arrays[f"{case}/d{k}"] = p.grad.numpy()
+        for k, v in before.items():
+            arrays[f"{case}/{k}"] = v
+            arrays[f"{case}/new_{k}"] = dict(module.named_buffers())[k].detach().numpy().copy()
+        arrays.update({f"{case}/{k}": v for k, v in (extra or {}).items()})
+        cases.append({"case": case, "name": name, "kwargs": kwargs, "train": train, "dtype": "float64"})
+
+    conv = {
+        "conv2d": ({"out_channels": 4, "kernel_size": 3}, (2, 3, 6, 7)),
+        "conv2d_pad1": ({"out_channels": 4, "kernel_size": 3, "padding": 1}, (2, 3, 5, 5)),
+        "conv2d_stride2_pad2": ({"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 2}, (2, 2, 7, 6)),
+        "conv2d_rect_nobias": ({"out_channels": 2, "kernel_size": (2, 3), "stride": (2, 1), "bias": False},
+                               (3, 2, 5, 6)),
+    }
+    for case, (kw, shape) in conv.items():
+        torch_kw = {k: v for k, v in kw.items() if k != "out_channels"}
+        record(case, "conv2d", {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
+               nn.Conv2d(shape[1], kw["out_channels"], **torch_kw), rng.normal(size=shape))
+    pools = {
+        "max_pool2d": ("max_pool2d", nn.MaxPool2d(2), {"kernel_size": 2}, (2, 3, 6, 6)),
+        "max_pool2d_odd": ("max_pool2d", nn.MaxPool2d(2), {"kernel_size": 2}, (2, 2, 5, 7)),
+        "max_pool2d_3_2_1": ("max_pool2d", nn.MaxPool2d(3, 2, 1), {"kernel_size": 3, "stride": 2, "padding": 1},
+                             (2, 2, 7, 6)),
+        "avg_pool2d": ("avg_pool2d", nn.AvgPool2d(2), {"kernel_size": 2}, (2, 3, 6, 6)),
+        "avg_pool2d_3_2_1": ("avg_pool2d", nn.AvgPool2d(3, 2, 1), {"kernel_size": 3, "stride": 2, "padding": 1},
+                             (2, 2, 7, 6)),
+        "flatten": ("flatten", nn.Flatten(), {}, (3, 2, 3, 4)),
+        "glu": ("glu", nn.GLU(), {}, (4, 6)),
+        "glu_image": ("glu", nn.GLU(), {}, (2, 3, 2, 4)),
+    }
+    for case, (name, module, kw, shape) in pools.items():
+        record(case, name, kw, module, rng.normal(size=shape))
+    for case, (module, shape) in {"batch_norm_1d": (nn.BatchNorm1d(3), (6, 3)),
+                                  "batch_norm_1d_length": (nn.BatchNorm1d(3), (4, 3, 5)),
+                                  "batch_norm_2d": (nn.BatchNorm2d(3), (4, 3, 3, 5))}.items():
+        for train in (True, False):
+            with torch.no_grad():  # non-trivial running statistics going in
+                module.running_mean.copy_(torch.from_numpy(rng.normal(size=3)))
+                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, 3)))
+            record(f"{case}_{'train' if train else 'eval'}", "batch_norm", {}, module,
+                   rng.normal(1.0, 2.0, size=shape), train=train)
+    module = nn.BatchNorm2d(2, eps=1e-3, momentum=0.3)
+    record("batch_norm_2d_eps_momentum_train", "batch_norm", {"eps": 1e-3, "momentum": 0.3}, module,
+           rng.normal(size=(3, 2, 4, 4)))
+    for case, p, shape in (("dropout", 0.3, (5, 8)), ("dropout_image", 0.5, (3, 2, 4, 4))):
+        torch.manual_seed(3)
+        x_np = rng.normal(size=shape)
+        with torch.no_grad():
+            mask = (nn.functional.dropout(torch.ones(shape, dtype=f64), p) != 0).to(f64).numpy()
+        torch.manual_seed(3)  # the same draw again, now on x
+        record(case, "dropout", {"p": p}, nn.Dropout(p), x_np, extra={"mask": mask})
+
+    def loss_case(case: str, kwargs: dict[str, Any], x_np: np.ndarray, y_np: np.ndarray) -> None:
+        x = torch.tensor(x_np, requires_grad=True)
+        torch_kw = {k: torch.tensor(v, dtype=f64) if isinstance(v, list) else v for k, v in kwargs.items()}
+        value = nn.BCELoss(**torch_kw)(x, torch.tensor(y_np))
+        value.backward()
+        arrays.update({f"{case}/x": x_np, f"{case}/target": y_np, f"{case}/value": value.detach().numpy(),
+                       f"{case}/dx": x.grad.numpy()})
+        cases.append({"case": case, "name": "bce", "kwargs": kwargs, "loss": True, "dtype": "float64"})
+
+    probs = rng.uniform(0.02, 0.98, (6, 3))
+    probs[0] = (0.0, 1.0, 1e-9)  # the clamped logs and the clamped gradient denominator
+    targets = rng.integers(0, 2, (6, 3)).astype(np.float64)
+    targets[0] = (0.0, 1.0, 0.0)
+    targets[5] = rng.uniform(0, 1, 3)
+    loss_case("bce_probs", {}, probs, targets)
+    loss_case("bce_probs_weight_sum", {"weight": [1.0, 0.25, 2.0], "reduction": "sum"}, probs, targets)
+    return arrays, cases
+
+
+CNN_POINTS, CNN_BATCH, CNN_EPOCHS = 320, 64, 100
+CNN_CHECKPOINTS = (1, 50, 250, 500)
+
+
+def make_cnn() -> nn.Sequential:
+    """The reference digits CNN."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+
+
+def cnn_run() -> dict[str, np.ndarray]:
+    """500 AdamW steps of the reference CNN on the first 320 digits training images, float64."""
+    from expsvc.builtins.datasets import Digits
+
+    data = Digits().load()
+    x = torch.from_numpy(data.x_train[:CNN_POINTS])
+    y = torch.from_numpy(data.y_train[:CNN_POINTS])
+    torch.manual_seed(0)
+    net = make_cnn().to(torch.float64)
+    init = flat_params(net)
+    perm_rng = np.random.default_rng(64)
+    perms = np.stack([perm_rng.permutation(CNN_POINTS) for _ in range(CNN_EPOCHS)]).astype(np.int16)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=False)
+    loss_fn = nn.CrossEntropyLoss()
+    losses, params, step = [], [], 0
+    for epoch in range(CNN_EPOCHS):
+        order = torch.from_numpy(perms[epoch].astype(np.int64))
+        for start in range(0, CNN_POINTS, CNN_BATCH):
+            idx = order[start : start + CNN_BATCH]
+            opt.zero_grad(set_to_none=False)
+            loss = loss_fn(net(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if step in CNN_CHECKPOINTS:
+                params.append(flat_params(net))
+    print(f"cnn: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {step} steps")
+    return {"init": init, "perms": perms, "losses": np.asarray(losses), "params": np.asarray(params),
+            "checkpoint_steps": np.asarray(CNN_CHECKPOINTS)}
+
+
 def main() -> None:
     """Generate every fixture into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DEFAULT, help="output directory")
+    parser.add_argument("--only", choices=("all", "shaped"), default="all",
+                        help="'shaped': only the shaped-layer and CNN fixtures (the manifest is updated in place)")
     args = parser.parse_args()
     if torch.__version__.split("+")[0] != EXPECTED_TORCH:
         raise SystemExit(
@@ -421,6 +570,19 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    shaped_arrays, shaped = shaped_cases()
+    write_npz(out / "shaped.npz", shaped_arrays)
+    write_npz(out / "cnn_digits.npz", cnn_run())
+    cnn_manifest = {"layers": ["conv2d(8, 3, padding=1)", "relu", "max_pool2d(2)", "conv2d(16, 3, padding=1)",
+                               "relu", "max_pool2d(2)", "flatten", "linear(10)"],
+                    "loss": "cross_entropy", "optimizer": {"name": "adamw", "kwargs": {"lr": 1e-3}},
+                    "points": CNN_POINTS, "batch_size": CNN_BATCH, "epochs": CNN_EPOCHS,
+                    "checkpoint_steps": list(CNN_CHECKPOINTS)}
+    if args.only == "shaped":
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest.update({"shaped": shaped, "cnn": cnn_manifest})
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        return
 
     x, y = make_dataset()
     torch.manual_seed(0)
@@ -460,6 +622,8 @@ def main() -> None:
             "runs": RUNS,
         },
         "components": cases,
+        "shaped": shaped,
+        "cnn": cnn_manifest,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(f.stat().st_size for f in out.iterdir())

@@ -138,3 +138,14 @@ def test_block_wise_optimizer_update_equals_whole_buffer(config, monkeypatch: py
     blocked, n_blocked = train(256)  # 10 columns × 3 replicas × 8 bytes per block
     assert (n_whole, n_blocked) == (1, 100)
     np.testing.assert_array_equal(blocked, whole)
+
+
+def test_digits_cnn_section_runs_in_workers() -> None:
+    """Section 7 at one repetition of one epoch, without torch: the expsvc worker answers both jobs."""
+    from benchmarks.digitscnn import section_digits_cnn
+
+    out = section_digits_cnn(reps=1, epochs=1, with_torch=False)
+    assert set(out["results"]) == {"float32", "float64"} and out["results"]["float32"]["expsvc"].median > 0
+    assert set(out["seeds"]) == {"5 seeds vectorised (R=5)", "1 seed (R=1)"}
+    tgts = {t.key: t for t in report.targets({"7_digits_cnn": out})}
+    assert tgts["C1"].status == "n/a" and tgts["C2"].ratio is not None

@@ -12,7 +12,9 @@ from expsvc.core import gradcheck
 from expsvc.plugins import load_plugins
 from tests.conftest import run_cli
 
-REQUIRED_ARGS = {"linear": "linear(3)"}
+# Built-ins that cannot be made without arguments (a new one missing here fails the test below loudly).
+REQUIRED_ARGS = {"linear": "linear(3)", "conv2d": "conv2d(3, 3, padding=1)", "max_pool2d": "max_pool2d(2)",
+                 "avg_pool2d": "avg_pool2d(2)"}
 
 
 def builtin_specs() -> list[str]:
@@ -36,6 +38,10 @@ def test_gradcheck_cli_reports_each_tensor() -> None:
     proc = run_cli("gradcheck", "linear(4)")
     assert proc.returncode == 0
     assert "input" in proc.stdout and "weight" in proc.stdout and "bias" in proc.stdout and "passed" in proc.stdout
+    conv = run_cli("gradcheck", "conv2d(4, 3, padding=1)", "--shape", "3,6,6")
+    assert conv.returncode == 0 and "0.conv2d.weight" in conv.stdout and "passed" in conv.stdout
+    flat = run_cli("gradcheck", "conv2d(4, 3)", "--shape", "12")
+    assert flat.returncode == 2 and "needs image inputs" in flat.stderr and "(12,)" in flat.stderr
     bad = run_cli("gradcheck", "adamw")
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown layer or activation or loss 'adamw'")
 

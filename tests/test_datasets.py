@@ -60,6 +60,7 @@ def test_register_datasets_registers_every_class_under_its_name() -> None:
         "linear_1d",
         "quadratic_1d",
         "random_regression",
+        "digits",
         "file",
     ]
     assert all(issubclass(cls, Dataset) and cls.task in ("binary", "multiclass", "regression") for cls in registered)

@@ -23,7 +23,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
 
 DECLARED = {"numpy", "pluggy", "sqlalchemy", "alembic", "matplotlib", "typer", "scipy",
             "rich"}  # rich comes with typer
-OPTIONAL = {"psycopg", "dask", "distributed"}  # extras: expsvc[postgres], expsvc[dask]
+OPTIONAL = {"psycopg", "dask", "distributed", "sklearn"}  # extras: expsvc[postgres], expsvc[dask], expsvc[datasets]
 
 
 def test_imports_are_stdlib_or_declared_dependencies() -> None:

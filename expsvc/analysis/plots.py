@@ -172,10 +172,11 @@ def _labels(y: np.ndarray, task: str) -> np.ndarray:
 def plot_predictions(loaded: Any, out: str | Path, *, resolution: int = 200, title: str | None = None) -> PlotInfo:
     """Training and test points coloured by predicted class, wrong ones marked, and the decision boundary."""
     data = loaded.data
-    features = int(np.asarray(data.x_train).shape[1])
-    if features != 2:
+    shape = np.asarray(data.x_train).shape[1:]
+    if shape != (2,):
+        has = f"inputs of shape {shape}" if len(shape) > 1 else f"{shape[0]} input features"
         raise PlotError(f"--kind predictions needs a dataset with 2 input features to draw; run "
-                        f"{str(getattr(loaded, 'run_id', ''))[:8]} has {features}")
+                        f"{str(getattr(loaded, 'run_id', ''))[:8]} has {has}")
     import matplotlib
 
     matplotlib.use("Agg")

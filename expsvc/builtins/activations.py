@@ -1,10 +1,11 @@
-"""Built-in activations: parameter-free layers, shapes ``(R, B, F) -> (R, B, F)``."""
+"""Built-in activations: parameter-free layers, elementwise ``(R, B, *shape) -> (R, B, *shape)`` (``glu``
+halves the last axis)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from expsvc.core.layer import Layer
+from expsvc.core.layer import Layer, Shape, ShapeError, fmt_shape
 from expsvc.hookspecs import hookimpl
 
 
@@ -108,7 +109,28 @@ class Identity(Layer):
         return dy
 
 
+class GLU(Layer):
+    """torch ``nn.GLU()`` (``dim=-1``): the last axis split in halves ``a, b``; ``y = a · σ(b)``, so the last
+    size halves (it must be even).  Backward: ``da = dy·σ(b)``, ``db = dy·a·σ(b)·(1 − σ(b))``."""
+
+    name = "glu"
+
+    def build_shape(self, in_shape: Shape) -> Shape:
+        if in_shape[-1] % 2:
+            raise ShapeError(f"halves the last axis, which must be even, but gets {fmt_shape(in_shape)}")
+        return (*in_shape[:-1], in_shape[-1] // 2)
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        half = x.shape[-1] // 2
+        self.a, self.s = x[..., :half], stable_sigmoid(x[..., half:])
+        return self.a * self.s
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        da = dy * self.s
+        return np.concatenate([da, da * self.a * (1.0 - self.s)], axis=-1)
+
+
 @hookimpl
 def register_activations(register) -> None:
-    for cls in (Tanh, Sigmoid, ReLU, LeakyReLU, Softmax, Identity):
+    for cls in (Tanh, Sigmoid, ReLU, LeakyReLU, Softmax, Identity, GLU):
         register(cls)

@@ -382,6 +382,62 @@ class RandomRegression(_Generated):
         )
 
 
+# ------------------------------------------------------------------------------------------- real data
+
+
+DATASETS_EXTRA = "pip install 'expsvc[datasets]'"
+
+
+class Digits(Dataset):
+    """The UCI optical-recognition handwritten digits as shipped inside scikit-learn (``load_digits``, read
+    from the installed package, never downloaded): 1,797 grey images of 8×8 pixels, 10 classes, multiclass.
+
+    ``images=True`` (default) gives x ``(N, 1, 8, 8)`` (NCHW, for ``conv2d``); ``images=False`` the flattened
+    ``(N, 64)``.  Pixel values 0..16 are scaled to ``[0, 1]``.  The test split is stratified and fixed by
+    ``seed``: in each class, ``round(test_fraction · n_class)`` images drawn with ``default_rng(seed)`` go to
+    the test set (default 0.2: 359 test, 1,438 training images); training rows are in random order, so
+    in-order batches mix the classes.  Needs scikit-learn (the ``datasets`` extra).
+    """
+
+    name = "digits"
+    task = "multiclass"
+    classes = 10
+
+    def __init__(self, seed: int = 0, images: bool = True, test_fraction: float = 0.2) -> None:
+        super().__init__(seed)
+        if not isinstance(images, bool):
+            raise ValueError(f"images must be true or false, got {images!r}")
+        self.images = images
+        self.test_fraction = _number("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+
+    @staticmethod
+    def raw() -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's arrays: images ``(1797, 8, 8)`` float64 0..16 and labels ``(1797,)``."""
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ExpsvcError(
+                f"dataset 'digits' needs scikit-learn, which is not installed: {DATASETS_EXTRA}"
+            ) from None
+        bunch = load_digits()
+        return np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+
+    def load(self) -> DataSplit:
+        images, labels = self.raw()
+        rng = np.random.default_rng(self.seed)
+        test = np.zeros(labels.size, dtype=bool)
+        for c in range(self.classes):
+            rows = np.flatnonzero(labels == c)
+            test[rng.choice(rows, size=max(1, round(self.test_fraction * rows.size)), replace=False)] = True
+        train_rows = rng.permutation(np.flatnonzero(~test))
+        test_rows = np.flatnonzero(test)
+        x = images[:, None] / 16.0 if self.images else images.reshape(len(images), -1) / 16.0
+        return DataSplit(x[train_rows], labels[train_rows], x[test_rows], labels[test_rows], self.task, self.classes)
+
+    def __repr__(self) -> str:
+        return f"Digits(seed={self.seed}, images={self.images}, test_fraction={self.test_fraction})"
+
+
 # -------------------------------------------------------------------------------------------------- files
 
 
@@ -389,8 +445,9 @@ class FileDataset(Dataset):
     """A user's CSV or NPZ file, split into train/test by a shuffle seeded with ``seed``.
 
     * CSV (``.csv``): a header row of column names, then numeric rows (empty fields count as missing).
-    * NPZ (``.npz``): either arrays ``x`` (``(N, F)`` or ``(N,)``) and a target array (``target``, default
-      ``y``), or 1-D arrays of equal length used as named columns.
+    * NPZ (``.npz``): either arrays ``x`` (``(N, F)`` or ``(N,)``, or images ``(N, C, H, W)``) and a target
+      array (``target``, default ``y``), or 1-D arrays of equal length used as named columns.  Images keep
+      their shape (a model starts with ``conv2d``, or ``flatten`` before ``linear``).
 
     ``target`` names the target column/array (a list of names for several regression targets); by default
     ``y`` if there is one, else the last column.  All other columns are the inputs.  ``test_fraction`` of
@@ -532,8 +589,10 @@ class FileDataset(Dataset):
         targets = self._target_names([n for n in arrays if n != "x"], kind="array")
         x = np.asarray(arrays["x"], dtype=np.float64)
         x = x.reshape(-1, 1) if x.ndim == 1 else x
-        if x.ndim != 2:
-            raise self._fail(f"array 'x' must be 1-D or 2-D, got shape {arrays['x'].shape}")
+        if x.ndim not in (2, 4):
+            raise self._fail(f"array 'x' must be (N,), (N, F) or images (N, C, H, W), got shape {arrays['x'].shape}")
+        if x.ndim == 4 and min(x.shape[1:]) < 1:
+            raise self._fail(f"image array 'x' has an empty axis: shape {arrays['x'].shape}")
         ys = []
         for t in targets:
             a = np.asarray(arrays[t], dtype=np.float64)
@@ -541,7 +600,8 @@ class FileDataset(Dataset):
                 rows = a.shape[0] if a.ndim else 0
                 raise self._fail(f"array {t!r} has {rows} rows but 'x' has {x.shape[0]}; they must match")
             ys.append(a.reshape(a.shape[0], -1))
-        return x, np.concatenate(ys, axis=1), [f"x{i}" for i in range(x.shape[1])], targets
+        names = [f"x{i}" for i in range(x.shape[1])] if x.ndim == 2 else ["x"]
+        return x, np.concatenate(ys, axis=1), names, targets
 
     def _npz_column_arrays(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         names = list(arrays)
@@ -577,7 +637,7 @@ class FileDataset(Dataset):
             raise self._fail("the file has no data rows")
         if x.shape[1] == 0:
             raise self._fail("no input columns besides the target")
-        self._check_finite(inputs, x)
+        self._check_finite(inputs, x.reshape(-1, 1) if x.ndim > 2 else x)  # images: one array "x"
         self._check_finite(targets, y)
         return x, y, inputs, targets
 
@@ -633,7 +693,7 @@ class FileDataset(Dataset):
         )
 
 
-ALL = (Points, Moons, Circles, Xor, Spirals, Blobs, Linear1D, Quadratic1D, RandomRegression, FileDataset)
+ALL = (Points, Moons, Circles, Xor, Spirals, Blobs, Linear1D, Quadratic1D, RandomRegression, Digits, FileDataset)
 
 
 @hookimpl

@@ -53,6 +53,16 @@ def _per_replica(a: np.ndarray, mean: bool = False) -> np.ndarray:
     return np.matmul(rows[:, None, :], weights)[:, 0]
 
 
+def _weighted(grad: np.ndarray, weight: np.ndarray | None, reduction: str) -> np.ndarray:
+    """``grad`` times the element ``weight`` (if any), divided by the elements per replica for ``mean``
+    (in place)."""
+    if weight is not None:
+        grad *= weight.astype(grad.dtype, copy=False)
+    if reduction == "mean":
+        grad /= float(grad.size // grad.shape[0])
+    return grad
+
+
 def _optional_array(value: float | Sequence[float] | None) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.float64)
 
@@ -112,17 +122,60 @@ class BCEWithLogits(Loss):
             grad -= t
         else:
             grad -= y
-        if self.weight is not None:
-            grad *= self.weight.astype(grad.dtype, copy=False)
-        if self.reduction == "mean":
-            grad /= float(grad.size // grad.shape[0])
-        return grad
+        return _weighted(grad, self.weight, self.reduction)
 
     def predict(self, out: np.ndarray) -> np.ndarray:
         return (out > 0).astype(np.int64)
 
     def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
+        """Soft binary targets in ``[0, 1]``."""
         return rng.uniform(0.0, 1.0, size=pred_shape)
+
+
+class BCE(Loss):
+    """torch ``BCELoss`` on probabilities ``x ∈ [0, 1]`` (after a ``sigmoid``):
+    ``l = −w·(y·log x + (1 − y)·log(1 − x))`` with each log clamped at ``−100`` (torch's clamp, so ``x = 0``
+    or ``1`` gives a finite loss), mean or sum per replica.
+
+    Gradient (torch's): ``w·(x − y) / max((1 − x)·x, 1e-12)``, divided by the number of elements for
+    ``mean``.  Predictions: ``x > 0.5``.  Inputs outside ``[0, 1]`` are refused, as torch does.
+    ``bce_with_logits`` is the numerically better choice; this one exists for models that end in ``sigmoid``.
+    """
+
+    name = "bce"
+    task = "binary"
+    EPSILON = 1e-12
+
+    def __init__(self, weight: float | Sequence[float] | None = None, reduction: str = "mean") -> None:
+        self.weight = _optional_array(weight)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        _check_same_shape(pred, target, self.name)
+        if np.any((pred < 0) | (pred > 1)):  # NaN passes: a diverged model ends as "diverged", not failed
+            raise ValueError(f"{self.name}: inputs must be probabilities in [0, 1] (end the model with 'sigmoid', "
+                             "or use 'bce_with_logits' on logits)")
+        self.x, self.y = pred, target
+        with np.errstate(divide="ignore"):
+            log_x = np.maximum(np.log(pred), -100.0)
+            log_1mx = np.maximum(np.log1p(-pred), -100.0)
+        loss = -(target * log_x + (1 - target) * log_1mx)
+        if self.weight is not None:
+            loss *= self.weight.astype(pred.dtype, copy=False)
+        return _per_replica(loss, mean=self.reduction == "mean")
+
+    def backward(self) -> np.ndarray:
+        x, y = self.x, self.y
+        grad = (x - y) / np.maximum((1 - x) * x, self.EPSILON)
+        return _weighted(grad, self.weight, self.reduction)
+
+    def predict(self, out: np.ndarray) -> np.ndarray:
+        return (out > 0.5).astype(np.int64)
+
+    def sample_input(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.uniform(0.05, 0.95, size=shape)
+
+    sample_target = BCEWithLogits.sample_target
 
 
 class MSE(Loss):
@@ -258,5 +311,5 @@ class CrossEntropy(Loss):
 
 @hookimpl
 def register_losses(register) -> None:
-    for cls in (BCEWithLogits, MSE, SumSquared, CrossEntropy):
+    for cls in (BCEWithLogits, BCE, MSE, SumSquared, CrossEntropy):
         register(cls)

@@ -92,8 +92,12 @@ def gradcheck(
     name: Annotated[str, typer.Argument(help="A layer, activation or loss spec, e.g. 'leaky_relu(0.2)'.")],
     tol: Annotated[float, typer.Option(help="Largest allowed relative error.")] = 1e-7,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    shape: Annotated[str | None, typer.Option(
+        help="Per-sample input shape of a layer, e.g. '3,8,8' (channels, height, width) or '5'; "
+             "default: the layer's own example shape.")] = None,
 ) -> None:
     """Check a component's backward against central differences (float64); exit 1 on failure."""
+    from expsvc.core import Layer, ShapeError
     from expsvc.core import gradcheck as check
     from expsvc.errors import ExpsvcError
     from expsvc.plugins import get_system
@@ -102,7 +106,18 @@ def gradcheck(
         component = get_system().registry.create(("layer", "activation", "loss"), name, "gradcheck")
     except ExpsvcError as err:
         fail(str(err))
-    result = check(component, seed=seed, tol=tol)
+    kwargs: dict = {"seed": seed, "tol": tol}
+    if shape is not None:
+        parts = [p.strip() for p in shape.strip("()").split(",") if p.strip()]
+        if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+            fail(f"--shape {shape!r} is not a shape: give positive sizes separated by commas, e.g. '3,8,8'")
+        if not isinstance(component, Layer):
+            fail(f"--shape applies to layers and activations; {name!r} is a loss")
+        kwargs["in_shape"] = tuple(int(p) for p in parts)
+    try:
+        result = check(component, **kwargs)
+    except ShapeError as err:
+        fail(f"gradcheck {name}: {err}")
     for key, err in result.errors.items():
         typer.echo(f"  {key:<28} max relative error {err:.3e}")
     verdict = "passed" if result.passed else "FAILED"

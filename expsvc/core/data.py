@@ -11,7 +11,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DataSplit:
-    """Arrays of one dataset.  ``x_*`` is ``(N, F)``; ``y_*`` is ``(N, 1)`` float for binary tasks,
+    """Arrays of one dataset.  ``x_*`` is ``(N, F)`` (or ``(N, C, H, W)`` for images: ``(N, *input_shape)``);
+    ``y_*`` is ``(N, 1)`` float for binary tasks,
     ``(N,)`` int for multiclass, ``(N, D)`` float for regression."""
 
     x_train: np.ndarray
@@ -23,7 +24,13 @@ class DataSplit:
 
     @property
     def features(self) -> int:
-        return int(self.x_train.shape[1])
+        """The number of input values per sample (the width of flat inputs)."""
+        return int(np.prod(self.x_train.shape[1:], dtype=np.int64))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample input shape: ``(F,)``, or ``(C, H, W)`` for images."""
+        return tuple(int(s) for s in self.x_train.shape[1:])
 
 
 class Dataset:

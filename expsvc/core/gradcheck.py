@@ -64,7 +64,8 @@ def _away_from_zero(x: np.ndarray, margin: float = 0.1) -> np.ndarray:
 def gradcheck_layer(
     layer: Layer,
     *,
-    in_features: int = 4,
+    in_features: int | None = None,
+    in_shape: tuple[int, ...] | None = None,
     batch: int = 3,
     replicas: int = 2,
     seed: int = 0,
@@ -72,19 +73,31 @@ def gradcheck_layer(
     tol: float = 1e-7,
     name: str | None = None,
 ) -> GradcheckResult:
-    """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, in_features)`` input."""
+    """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, *in_shape)`` input.
+
+    ``in_shape`` (or ``in_features`` for a flat input) defaults to the layer's ``gradcheck_shape``.  A layer
+    that draws randomness (dropout) draws the same numbers in every evaluation: its streams are rewound to
+    one saved state before each forward pass, so the check sees one fixed function.
+    """
     rng = np.random.default_rng(seed)
-    model = Sequential([layer]).build(in_features, [np.random.default_rng(seed + 1 + r) for r in range(replicas)])
+    shape = in_shape if in_shape is not None else (in_features,) if in_features is not None else layer.gradcheck_shape
+    model = Sequential([layer]).build(tuple(shape), [np.random.default_rng(seed + 1 + r) for r in range(replicas)])
     assert model.buffer is not None
-    x = _away_from_zero(rng.standard_normal((replicas, batch, in_features)))
-    out = layer.forward(x)
+    x = _away_from_zero(rng.standard_normal((replicas, batch, *model.in_shape)))  # type: ignore[misc]
+    streams = layer.random.state()
+
+    def forward() -> np.ndarray:
+        layer.random.set_state(streams)
+        return layer.forward(x)
+
+    out = forward()
     g = rng.standard_normal(out.shape)
 
     def f() -> float:
-        return float(np.sum(g * layer.forward(x)))
+        return float(np.sum(g * forward()))
 
     model.zero_grad()
-    layer.forward(x)
+    forward()
     dx = layer.backward(g.copy())
     analytic = {"input": np.array(dx, dtype=float)}
     analytic.update({p.name: p.grad.copy() for p in model.parameters()})
@@ -106,7 +119,7 @@ def gradcheck_loss(
 ) -> GradcheckResult:
     """Check ``loss``'s gradient with respect to its prediction, on random predictions and valid targets."""
     rng = np.random.default_rng(seed)
-    pred = rng.standard_normal((replicas, batch, out_features))
+    pred = loss.sample_input(rng, (replicas, batch, out_features))
     target = loss.sample_target(rng, pred.shape)
 
     def f() -> float:

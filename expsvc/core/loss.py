@@ -31,6 +31,10 @@ class Loss:
         """Predictions from outputs ``(R, N, O)``; regression losses return the outputs themselves."""
         return out
 
+    def sample_input(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Random valid model outputs of ``shape`` (gradient checks); probabilities for a loss on them."""
+        return rng.standard_normal(shape)
+
     def sample_target(self, rng: np.random.Generator, pred_shape: tuple[int, ...]) -> np.ndarray:
         """A valid random target for outputs of ``pred_shape`` (used by gradient checks)."""
         return rng.standard_normal(pred_shape)

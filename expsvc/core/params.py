@@ -24,16 +24,20 @@ class Parameter:
     :meth:`ParamBuffer.zero_grad` clears all gradients at once.  ``buffer`` is the :class:`ParamBuffer`
     holding the arrays (``None`` until one is allocated).  ``writes_grad``: the owning layer *writes* this
     gradient at its first backward after a ``zero_grad`` (see :class:`ParamBuffer`), so clearing it is
-    skipped.
+    skipped.  ``trainable=False`` marks *state* (batch norm's running statistics): saved and restored with
+    the parameters, never touched by an optimizer (it lives in :attr:`ParamBuffer.state`, has no gradient).
     """
 
-    __slots__ = ("buffer", "grad", "init", "name", "shape", "value", "writes_grad")
+    __slots__ = ("buffer", "grad", "init", "name", "shape", "trainable", "value", "writes_grad")
 
-    def __init__(self, name: str, shape: tuple[int, ...], init: Init, writes_grad: bool = False) -> None:
+    def __init__(
+        self, name: str, shape: tuple[int, ...], init: Init, writes_grad: bool = False, trainable: bool = True
+    ) -> None:
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.init = init
         self.writes_grad = bool(writes_grad)
+        self.trainable = bool(trainable)
         self.value: np.ndarray = np.empty((0, *self.shape))
         self.grad: np.ndarray = np.empty((0, *self.shape))
         self.buffer: ParamBuffer | None = None
@@ -54,10 +58,14 @@ class ParamBuffer:
     gradients may compare it with the count at its own last backward: if it changed, the gradients are
     still all zero, and the layer may *write* them (``out=``) instead of adding into them — the same numbers,
     one ufunc call less per tensor (``linear`` does this).
+
+    Non-trainable parameters (``trainable=False``) are held apart in ``state`` ``(R, S)`` and listed in
+    ``states``: optimizers see only ``value``/``grad`` and ``params``.
     """
 
     def __init__(self, params: Sequence[Parameter], replicas: int, dtype: np.dtype | type = np.float64) -> None:
-        self.params = list(params)
+        self.params = [p for p in params if p.trainable]
+        self.states = [p for p in params if not p.trainable]
         self.replicas = int(replicas)
         self.dtype = np.dtype(dtype)
         self.size = sum(p.size for p in self.params)
@@ -72,6 +80,14 @@ class ParamBuffer:
             p.grad = self.grad[:, offset:end].reshape(self.replicas, *p.shape)
             p.buffer = self
             offset = end
+        self.state = np.zeros((self.replicas, sum(p.size for p in self.states)), dtype=self.dtype)
+        offset = 0
+        for p in self.states:
+            end = offset + p.size
+            p.value = self.state[:, offset:end].reshape(self.replicas, *p.shape)
+            p.grad = np.empty((self.replicas, 0))
+            p.buffer = self
+            offset = end
         self.zero_count = 0
         self._clear: list[tuple[int, int]] = []  # column spans zero_grad fills: parameters that are added into
         for p, start in zip(self.params, self.offsets, strict=True):
@@ -83,11 +99,14 @@ class ParamBuffer:
                 self._clear.append((start, start + p.size))
 
     def initialize(self, rngs: Sequence[np.random.Generator]) -> None:
-        """Fill replica ``r`` from ``rngs[r]``, parameter by parameter in model order."""
+        """Fill replica ``r`` from ``rngs[r]``, parameter by parameter in model order, then the state arrays
+        (whose inits should draw nothing: a constant, as torch's running statistics)."""
         if len(rngs) != self.replicas:
             raise ValueError(f"need {self.replicas} generators, got {len(rngs)}")
         for r, rng in enumerate(rngs):
             for p in self.params:
+                p.value[r] = p.init(rng, p.shape)
+            for p in self.states:
                 p.value[r] = p.init(rng, p.shape)
 
     def zero_grad(self) -> None:
@@ -102,8 +121,8 @@ class ParamBuffer:
         self.zero_count += 1
 
     def named(self) -> dict[str, np.ndarray]:
-        """Each parameter's value ``(R, *shape)`` by its qualified name."""
-        return {p.name: p.value for p in self.params}
+        """Each parameter's and state array's value ``(R, *shape)`` by its qualified name."""
+        return {p.name: p.value for p in (*self.params, *self.states)}
 
     def __repr__(self) -> str:
         return f"ParamBuffer(replicas={self.replicas}, size={self.size}, dtype={self.dtype})"

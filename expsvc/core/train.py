@@ -104,6 +104,7 @@ class Trainer:
         self.seconds = np.zeros(r, dtype=np.float64)
         self._started = time.perf_counter()
         self.final = np.empty_like(model.buffer.value)
+        self.final_state = np.empty_like(model.buffer.state)  # running statistics, snapshotted alike
         optimizer.bind(model.buffer)
         self.base_lr = optimizer.lr
         self._bounds = [(s, min(s + self.batch_size, self.n)) for s in range(0, self.n, self.batch_size)]
@@ -133,6 +134,7 @@ class Trainer:
         self.stop_updates[r] = updates
         self.seconds[r] = time.perf_counter() - self._started
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
+        self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
 
     def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """This epoch's ``(x, y)`` batches, ``(R, b, ...)`` each: one gather per epoch, then views.
@@ -214,6 +216,7 @@ class Trainer:
         for r in np.flatnonzero(active):
             self._stop(int(r), FINISHED, step, step)
         buf.value[...] = self.final
+        buf.state[...] = self.final_state
         counts = self.counts
         hooks.flush(hist, counts)
         hist = hist[:, : int(counts.max(initial=0))]
@@ -231,12 +234,23 @@ class Trainer:
         )
 
 
+PREDICT_CHUNK = 2048
+"""Samples per forward pass in :func:`predict` (a convolution's gathered windows grow with the batch)."""
+
+
 def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape ``(N, F)``."""
+    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
+    ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
     assert model.buffer is not None
-    xs = np.broadcast_to(np.asarray(x, dtype=model.buffer.dtype), (model.replicas, *np.shape(x)))
+    x = np.asarray(x, dtype=model.buffer.dtype)
     with np.errstate(all="ignore"):
-        out = model.forward(xs, train=False)
+        if len(x) <= PREDICT_CHUNK:
+            out = model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
+        else:  # eval mode treats samples independently: chunks bound the memory of image layers' windows
+            chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
+            out = np.concatenate(
+                [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1
+            )
         return out, loss.predict(out)
 
 

@@ -262,7 +262,7 @@ class LoadedModel:
     data: DataSplit
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
-        """Raw model outputs ``(N, O)`` for inputs ``(N, F)``."""
+        """Raw model outputs ``(N, O)`` for inputs ``(N, *in_shape)``, in eval mode."""
         xs = np.asarray(x, dtype=self.model.buffer.dtype)[None]  # type: ignore[union-attr]
         with np.errstate(all="ignore"):
             return self.model.forward(xs, train=False)[0]
@@ -285,7 +285,7 @@ def load_model(run_id: str, db: str | None = None, plugins_dir: str | None = Non
         store.close()
     fields = {k: config[k] for k in RunConfig.__dataclass_fields__}
     comps = build(get_system(plugins_dir), RunConfig(**fields), [int(config.get("seed", 0))])
-    for p in comps.model.parameters():
+    for p in comps.model.tensors():
         if p.name not in arrays:
             raise ExpsvcError(f"run {run.id[:8]}: stored parameters lack {p.name!r}; cannot rebuild the model")
         p.value[0] = arrays[p.name]

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from expsvc.core import Dataset, DataSplit, Loss, Optimizer, Scheduler, Sequential, replica_streams
+from expsvc.core import Dataset, DataSplit, Loss, Optimizer, Scheduler, Sequential, ShapeError, replica_streams
+from expsvc.core.layer import fmt_shape
+from expsvc.core.rng import component_roots
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem
 from expsvc.registry import Registration, instantiate
@@ -83,7 +85,7 @@ def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
     scheduler = _make(system, "scheduler", parse(config.schedule, "schedule"), "schedule", provenance)
     init_rngs, order_rngs = replica_streams(seeds)
     dtype = np.dtype(config.dtype)
-    model = Sequential(layers).build(data.features, init_rngs, dtype=dtype)
+    model = Sequential(layers).build(data.input_shape, init_rngs, dtype=dtype, random_roots=component_roots(seeds))
     metrics = metrics_for(system, data.task)
     for name in metrics:
         provenance.append((system.registry.resolve("metric", name), ComponentSpec(name)))
@@ -91,8 +93,17 @@ def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
 
 
 def check(system: PluginSystem, config: RunConfig, data: DataSplit) -> None:
-    """Fail early, with one line, if the model's outputs do not fit the loss and the dataset's targets."""
-    comps = build(system, config, [0], data=data)
+    """Fail early, with one line, if a layer does not fit its input shape, or the model's outputs do not fit
+    the loss and the dataset's targets."""
+    try:
+        comps = build(system, config, [0], data=data)
+    except ShapeError as err:
+        specs = parse_list(config.model, "model")
+        text = str(specs[err.position - 1]) if err.position and err.position <= len(specs) else repr(err.layer)
+        raise ExpsvcError(
+            f"model layer {err.position} {text!r} does not fit input shape {fmt_shape(err.in_shape)} "
+            f"(from {'the dataset' if err.position == 1 else f'layer {(err.position or 1) - 1}'}): {err.reason}"
+        ) from None
     n = min(len(data.x_train), config.batch_size, 4)
     x = np.asarray(data.x_train[None, :n], dtype=config.dtype)
     y = data.y_train[None, :n]

@@ -153,7 +153,7 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
                 values = {f"train_{k}": float(v[r]) for k, v in train.items()}
                 values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
                 store.log_values(run_id, values)
-                store.save_params(run_id, {p.name: p.value[r] for p in comps.model.parameters()})
+                store.save_params(run_id, {p.name: p.value[r] for p in comps.model.tensors()})
                 status = result.status[r]
                 count = int(result.counts[r])
                 final = float(result.history[r, count - 1]) if count else float("nan")
