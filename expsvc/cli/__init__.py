@@ -87,22 +87,43 @@ def components(
     console().print(table)
 
 
+GRADCHECK_MAX_ENTRIES = 100_000
+"""Largest number of entries (parameters and input) gradcheck differentiates numerically, one by one."""
+
+
 @app.command()
 def gradcheck(
     name: Annotated[str, typer.Argument(help="A layer, activation or loss spec, e.g. 'leaky_relu(0.2)'.")],
-    tol: Annotated[float, typer.Option(help="Largest allowed relative error.")] = 1e-7,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    tol: Annotated[float, typer.Option(help="Largest allowed relative error.", min=0.0)] = 1e-7,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.", min=0, max=2**31 - 1)] = 0,
 ) -> None:
     """Check a component's backward against central differences (float64); exit 1 on failure."""
+    from expsvc.core import Layer
     from expsvc.core import gradcheck as check
     from expsvc.errors import ExpsvcError
     from expsvc.plugins import get_system
+    from expsvc.registry import plugin_code
+    from expsvc.specs import parse
 
+    system = get_system()
+    kinds = ("layer", "activation", "loss")
     try:
-        component = get_system().registry.create(("layer", "activation", "loss"), name, "gradcheck")
+        spec = parse(name, "gradcheck")
+        reg = system.registry.resolve(kinds, spec.name)
+        component = system.registry.create(kinds, spec, "gradcheck")
+        entries = 0
+        if isinstance(component, Layer):
+            from expsvc.runner.budget import model_shapes
+
+            with plugin_code([(component, reg, spec)], "gradcheck", "build"):
+                entries = model_shapes([component], 4).params + 2 * 3 * 4
+        if entries > GRADCHECK_MAX_ENTRIES:
+            raise ExpsvcError(f"gradcheck {name!r}: {entries:,} parameters and inputs at 4 input features; numeric "
+                              f"differentiation takes one pass per entry, at most {GRADCHECK_MAX_ENTRIES:,} allowed")
+        with plugin_code([(component, reg, spec)], "gradcheck", "gradcheck"):
+            result = check(component, seed=seed, tol=tol)
     except ExpsvcError as err:
         fail(str(err))
-    result = check(component, seed=seed, tol=tol)
     for key, err in result.errors.items():
         typer.echo(f"  {key:<28} max relative error {err:.3e}")
     verdict = "passed" if result.passed else "FAILED"
@@ -158,21 +179,19 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``expsvc`` console script."""
-    from expsvc.errors import ExpsvcError
+    """Run the command line (the ``expsvc`` console script enters through :mod:`expsvc.__main__`)."""
+    from expsvc import interrupts
+    from expsvc.errors import ExpsvcError, one_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _prescan_plugins_dir(argv)
     _register_builtin_commands()
+    interrupts.install()  # from here on Ctrl-C raises KeyboardInterrupt: runs are marked, commands say so
     from expsvc.plugins import get_system, may_add_commands
 
     if may_add_commands():
         try:
             get_system().add_commands(app)
         except ExpsvcError as err:
-            typer.echo(f"expsvc: plugins: {err}", err=True)
-    try:
-        app(args=argv, prog_name="expsvc")
-    except ExpsvcError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+            typer.echo(f"expsvc: plugins: {one_line(str(err))}", err=True)
+    app(args=argv, prog_name="expsvc")
