@@ -52,9 +52,10 @@ def one_line(message: str) -> str:
     return shorten(text, LINE_LIMIT)
 
 
-def path_problem(path: str | os.PathLike[str], want: str = "a file") -> str | None:
+def path_problem(path: str | os.PathLike[str], want: str = "a file", *, directory: bool = False) -> str | None:
     """Why ``path`` cannot be read as ``want`` (``"does not exist"``, ``"is a directory"``, ``"is a FIFO"``...),
-    or None when it is a regular file.  Never opens the path (opening a FIFO would block)."""
+    or None when it is a regular file (a directory, with ``directory``).  Never opens the path (opening a
+    FIFO would block)."""
     try:
         mode = Path(path).stat().st_mode
     except FileNotFoundError:
@@ -65,10 +66,10 @@ def path_problem(path: str | os.PathLike[str], want: str = "a file") -> str | No
         return "cannot be read (permission denied)"
     except (OSError, ValueError) as err:
         return f"cannot be read ({getattr(err, 'strerror', None) or err})"
-    if stat.S_ISREG(mode):
+    if (stat.S_ISDIR if directory else stat.S_ISREG)(mode):
         return None
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"is {kind}, not {want}"
 

@@ -139,6 +139,9 @@ def test_plain_coercion_matches_typer(name: str, value: Any) -> None:
     full = build_runtime_param(param.type_descriptor)
     got = _outcome(lambda v: plain.coerce(v, param, ctx), value)
     want = _outcome(lambda v: full.coerce(v, param, ctx), value)
+    if value == "" or (isinstance(value, tuple) and "" in value):  # expsvc refuses empty values typer takes
+        assert got == ("error", ("BadParameter", "an empty value is not allowed"))
+        return
     if want[0] == "error":  # same error type; the message is expsvc's one-line style, naming the value
         assert got[0] == "error" and got[1][0] == want[1][0]
         numeric = bad_number_message(value, param.type_descriptor.annotation) is not None

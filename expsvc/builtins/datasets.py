@@ -579,7 +579,7 @@ class FileDataset(Dataset):
         """Inputs ``(N, F)`` and targets ``(N, D)`` as float64, with the input and target names."""
         problem = path_problem(self.path)
         if problem is not None:
-            raise self._fail(problem)
+            raise self._fail("no such file" if problem == "does not exist" else problem)
         if Path(self.path).suffix.lower() == ".csv":
             x, y, inputs, targets = self._csv_arrays()
         else:

@@ -41,6 +41,12 @@ def _root(
     ] = None,
 ) -> None:
     """expsvc: plugin-based experiments with tracked runs."""
+    if plugins_dir is not None:
+        from expsvc.errors import path_problem
+
+        problem = path_problem(plugins_dir, "a directory", directory=True)
+        if problem is not None:
+            fail(f"--plugins-dir: {plugins_dir!r} {problem}")
 
 
 @app.command()
@@ -161,12 +167,24 @@ def db_current(db: DbOption = None) -> None:
     typer.echo(f"{url}: revision {current or 'none'} (head {migrate.head()})")
 
 
+_REGISTERED: list[bool] = []
+
+
 def _register_builtin_commands() -> None:
+    if _REGISTERED:
+        return
     from expsvc.cli import analysis, db, run
 
     run.register(app)
     analysis.register(app)
     db.register(db_app)
+    _REGISTERED.append(True)
+
+
+def build_app() -> typer.Typer:
+    """The app with every built-in command (what ``main`` runs; tests invoke it in-process)."""
+    _register_builtin_commands()
+    return app
 
 
 def _prescan_plugins_dir(argv: list[str]) -> None:

@@ -44,12 +44,10 @@ _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 
 
 def click_exceptions() -> Any:
-    """The exceptions module of the click that typer uses (typer >= 0.20 vendors its own)."""
-    try:
-        from typer._click import exceptions
-    except ImportError:  # older typer: the click package
-        from click import exceptions
-    return exceptions
+    """The exceptions module of the click that typer uses (recent typers vendor their own click)."""
+    import importlib
+
+    return importlib.import_module(typer.BadParameter.__module__)
 
 
 def _number_kind(annotation: Any) -> type | None:
@@ -135,6 +133,8 @@ class _PlainValues:
             return () if multiple else None
         desc = self._param.type_descriptor
         info = desc.parameter_info
+        if value == "" or (isinstance(value, list | tuple) and "" in value):
+            raise click_exceptions().BadParameter("an empty value is not allowed", ctx=ctx, param=param)
         plain = (param.nargs == 1 or multiple) and info.parser is None and desc.file_annotation is None
         if plain and not desc.is_path:
             ann = desc.annotation
