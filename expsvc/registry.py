@@ -10,8 +10,9 @@ from collections import abc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
+from expsvc import interrupts
 from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.specs import ComponentSpec, parse
 
@@ -168,28 +169,38 @@ def blame(err: BaseException, parts: Iterable[Part]) -> tuple[Registration, Comp
 def plugin_code(parts: Iterable[Part], what: str, action: str,
                 passthrough: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Run plugin code: whatever it raises (but ``passthrough`` types, one-line errors and the user's
-    Ctrl-C) becomes one :class:`PluginFailure` line naming the component, its plugin and ``action``.
+    Ctrl-C) becomes one :class:`PluginFailure` line naming the component (found on the traceback among
+    ``parts``), its plugin and ``action``; ``what`` names the field when no single component is to blame.
 
-    This is the one untrusted boundary of expsvc, so it catches everything; ``MemoryError`` says that
-    the component needs more memory than there is.
+    This is the one untrusted boundary of expsvc, so it catches everything, even ``SystemExit`` and a
+    ``KeyboardInterrupt`` the plugin raises itself (no SIGINT arrived: see :mod:`expsvc.interrupts`);
+    ``MemoryError`` says that the component needs more memory than there is.
     """
     listed = list(parts)
-    try:
-        yield
-    except (ExpsvcError, KeyboardInterrupt, *passthrough):
-        raise
-    except BaseException as err:  # plugin boundary: plugin code may raise anything, even SystemExit
-        culprit = blame(err, listed) or (listed[0][1:] if len(listed) == 1 else None)
-        if culprit is None:
-            names = ", ".join(sorted({reg.plugin for _, reg, _ in listed}))
-            subject = f"{what} (plugins {names})"
-        else:
-            reg, spec = culprit
-            subject = f"{what} {str(spec)!r} (plugin {reg.plugin!r})"
-        if isinstance(err, MemoryError):
-            raise PluginFailure(f"{subject} needs more memory than is available ({action}: "
-                                f"{describe_exception(err)})") from err
-        raise PluginFailure(f"{subject} failed in {action}: {describe_exception(err)}") from err
+    with interrupts.watching() as before:
+        try:
+            yield
+        except (ExpsvcError, *passthrough):
+            raise
+        except BaseException as err:  # plugin boundary: plugin code may raise anything, even SystemExit
+            if interrupts.user_pressed() > before:
+                raise
+            _plugin_failure(err, listed, what, action)
+
+
+def _plugin_failure(err: BaseException, listed: list[Part], what: str, action: str) -> NoReturn:
+    """Raise the :class:`PluginFailure` line for ``err`` raised by plugin code (see :func:`plugin_code`)."""
+    culprit = blame(err, listed) or (listed[0][1:] if len(listed) == 1 else None)
+    if culprit is None:
+        names = ", ".join(sorted({reg.plugin for _, reg, _ in listed}))
+        subject = f"{what} (plugins {names})"
+    else:
+        reg, spec = culprit
+        subject = f"{reg.kind} {str(spec)!r} (plugin {reg.plugin!r})"
+    if isinstance(err, MemoryError):
+        raise PluginFailure(f"{subject} needs more memory than is available ({action}: "
+                            f"{describe_exception(err)})") from err
+    raise PluginFailure(f"{subject} failed in {action}: {describe_exception(err)}") from err
 
 
 def _hint_text(hint: Any) -> str:

@@ -9,6 +9,7 @@ whatever it raises while training fails the runs with the reason printed (the tr
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -64,6 +65,12 @@ class ForwardExit(_Raises):
         raise SystemExit(3)
 
 
+class ForwardInterrupt(_Raises):
+    name = "forward_interrupt"
+    def forward(self, x, train=True):
+        raise KeyboardInterrupt  # the plugin's own doing: no SIGINT arrived
+
+
 class ForwardAttr(_Raises):
     name = "forward_attr"
     def forward(self, x, train=True):
@@ -114,7 +121,7 @@ class LoadEmpty(Dataset):
 
 @hookimpl
 def register_activations(register):
-    for cls in (InitRuntime, InitZero, BuildFails, ForwardRuntime, ForwardExit, ForwardAttr):
+    for cls in (InitRuntime, InitZero, BuildFails, ForwardRuntime, ForwardExit, ForwardInterrupt, ForwardAttr):
         register(cls)
 
 
@@ -135,6 +142,7 @@ VALIDATION_CASES = [
     (["--model", "linear(3), build_fails, linear(1)"], "build_fails", "LookupError"),
     (["--model", "linear(3), forward_runtime, linear(1)"], "forward_runtime", "RuntimeError: forward exploded"),
     (["--model", "linear(3), forward_exit, linear(1)"], "forward_exit", "SystemExit: 3"),
+    (["--model", "linear(3), forward_interrupt, linear(1)"], "forward_interrupt", "in forward: KeyboardInterrupt"),
     (["--model", "linear(3), forward_attr, linear(1)"], "forward_attr", "AttributeError"),
     (["--loss", "loss_fails"], "loss_fails", "ArithmeticError: loss exploded"),
     (["--dataset", "load_raises"], "load_raises", "KeyError"),
@@ -262,3 +270,23 @@ def test_a_run_time_failure_prints_its_reason_and_keeps_the_traceback(tmp_path: 
     shown = run_cli("show", run_id, "--db", url, "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "Traceback" in json.loads(shown.stdout)["error"]
+
+
+def test_a_full_disk_during_a_run_prints_the_reason(tmp_path: Path) -> None:
+    """Finding 14: a store write failing mid-run (here: a file size limit, as a full disk) is said on the
+    terminal, exit 1, no traceback; the runs are marked failed."""
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    assert run_cli("run", "-q", "--opt", "adamw", "--seeds", "1", "--epochs", "1", "--db", url,
+                   cwd=tmp_path).returncode == 0
+    size = (tmp_path / "full.db").stat().st_size
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100_000, size + 100_000))
+
+    res = run_cli("run", "-q", "--opt", "adamw", "--seeds", "10", "--epochs", "1000000", "--tol", "0", "--db", url,
+                  cwd=tmp_path, preexec_fn=limit)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 10 of 10 runs failed: database error on "), res.stderr
+    assert "Traceback" not in res.stderr

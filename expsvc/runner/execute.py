@@ -197,7 +197,7 @@ def failure_reason(err: BaseException, parts: Sequence[Part]) -> str:
     """One line on why a group failed: the exception, and the component whose code raised it if any."""
     culprit = blame(err, parts)
     if culprit is None:
-        return describe_exception(err)
+        return str(err) if isinstance(err, ExpsvcError) else describe_exception(err)
     reg, spec = culprit
     return f"{reg.kind} {str(spec)!r} (plugin {reg.plugin!r}) raised {describe_exception(err)}"
 
