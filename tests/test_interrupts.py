@@ -36,11 +36,15 @@ def test_ctrl_c_early_in_a_command_exits_130_with_one_line(tmp_path: Path, delay
             "--db", f"sqlite:///{tmp_path / 'int.db'}"]
     proc = subprocess.Popen([sys.executable, "-c", ENTRY, *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    assert proc.stderr.readline() == "started\n"
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "started\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a training process behind if the test fails
+        proc.wait()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     lines = err.splitlines()

@@ -224,11 +224,15 @@ def test_the_users_ctrl_c_during_a_plugin_import_stops_the_program(tmp_path: Pat
     (folder / "slow.py").write_text(SLOW_IMPORT.format(body=body))
     proc = subprocess.Popen([sys.executable, "-m", "expsvc", "plugins"], cwd=tmp_path, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    assert proc.stderr.readline() == "importing\n"
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "importing\n"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, err
     assert err.strip() == "interrupted"
     assert out == ""
