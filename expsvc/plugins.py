@@ -30,7 +30,7 @@ import pluggy
 
 from expsvc import hookspecs, interrupts
 from expsvc.errors import did_you_mean, one_line
-from expsvc.registry import KINDS, Registration, Registry, base_class, check_name
+from expsvc.registry import KINDS, Registration, Registry, base_class, check_name, describe_exception
 
 HOOK_NAMES = tuple(name for name in dir(hookspecs) if name.startswith("register_"))
 
@@ -92,21 +92,15 @@ class PluginSystem:
                     impl.function(app=app)
                 except BaseException as err:  # plugin boundary: plugin code may raise anything
                     _reraise_user_interrupt(err, before)
-                    info = self.info(impl.plugin_name)
+                    info, reason = self.info(impl.plugin_name), describe_exception(err)
                     if info is not None:
-                        info.status, info.error = "error", f"register_commands: {_describe(err)}"
-                    (warn or _warn)(f"plugin {impl.plugin_name!r} failed in register_commands: {_describe(err)}")
+                        info.status, info.error = "error", f"register_commands: {reason}"
+                    (warn or _warn)(f"plugin {impl.plugin_name!r} failed in register_commands: {reason}")
             _reraise_user_interrupt(None, before)
 
 
 def _warn(message: str) -> None:
     print(f"expsvc: {one_line(message)}", file=sys.stderr)
-
-
-def _describe(err: BaseException) -> str:
-    """``RuntimeError: boom`` (the exception's type and first line)."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _reraise_user_interrupt(err: BaseException | None, before: int) -> None:
@@ -186,7 +180,7 @@ class _Loader:
             self.registry.remove_plugin(info.name)
             if module is not None and self.pm.is_registered(module):
                 self.pm.unregister(module)
-            info.status, info.error = "error", _describe(err)
+            info.status, info.error = "error", describe_exception(err)
             info.components = {}
             self.warn(f"plugin {info.name!r} failed to load ({info.error}); see 'expsvc plugins'")
             return
