@@ -9,12 +9,16 @@ from __future__ import annotations
 import signal
 import sys
 
+from expsvc import interrupts
 
-def main() -> None:
-    """Install the start-up Ctrl-C handler, then import and run the command line."""
-    from expsvc import interrupts
 
+def install() -> None:
+    """From now until the command runs, Ctrl-C prints one line and exits 130 at once."""
     signal.signal(signal.SIGINT, interrupts.startup_handler)
+
+
+def run() -> None:
+    """Import and run the command line."""
     try:
         from expsvc.cli import main as cli_main
 
@@ -22,6 +26,12 @@ def main() -> None:
     except KeyboardInterrupt:  # a Ctrl-C between the command's end and the exit
         sys.stderr.write(f"{interrupts.MESSAGE}\n")
         sys.exit(interrupts.EXIT_CODE)
+
+
+def main() -> None:
+    """The handler first, then everything else."""
+    install()
+    run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Ctrl-C at any moment of a command, imports included: exit 130, one line, no traceback (issue 16, finding 9).
 
-Real processes and real SIGINTs.  The delays are counted from the moment the ``expsvc`` package is imported
-(the child says so on stderr): what happens before that is the Python interpreter's own start-up.
+Real processes and real SIGINTs.  The delays are counted from the moment the entry module has installed its
+handler (the child says so on stderr), which ``main`` does before importing anything but the standard
+library: what happens before that is the Python interpreter's own start-up.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from tests.conftest import REPO
 ENTRY = """
 import sys
 import expsvc.__main__ as entry
+entry.install()
 sys.stderr.write("started\\n")
 sys.stderr.flush()
 sys.argv = ["expsvc", *sys.argv[1:]]
-entry.main()
+entry.run()
 """
 
 DELAYS = [0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5]
@@ -50,6 +52,16 @@ def test_ctrl_c_early_in_a_command_exits_130_with_one_line(tmp_path: Path, delay
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted"), err
     assert out == ""
+
+
+def test_main_installs_the_handler_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    import expsvc.__main__ as entry
+
+    calls: list[str] = []
+    monkeypatch.setattr(entry, "install", lambda: calls.append("install"))
+    monkeypatch.setattr(entry, "run", lambda: calls.append("run"))
+    entry.main()
+    assert calls == ["install", "run"]
 
 
 def test_the_console_script_enters_where_the_handler_is_installed_first() -> None:
