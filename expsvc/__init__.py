@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from expsvc.hookspecs import hookimpl
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    "hookimpl": "expsvc.hookspecs",
     "Layer": "expsvc.core",
     "Loss": "expsvc.core",
     "Optimizer": "expsvc.core",
@@ -29,7 +28,7 @@ _LAZY = {
     "load_model": "expsvc.runner.api",
 }
 
-__all__ = ["__version__", "hookimpl", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

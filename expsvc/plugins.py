@@ -8,7 +8,9 @@ imported: :func:`get_system` loads on first use.
 
 A plugin that fails to import, has a hook name that is not a spec, or raises while registering is
 isolated: its registrations are rolled back, one line goes to stderr, and ``expsvc plugins`` shows the
-error.  Every other plugin keeps working.
+error.  Every other plugin keeps working.  "Raises" means anything: ``SystemExit``, a ``KeyboardInterrupt``
+the plugin raises itself, any ``BaseException``.  Only the user's own Ctrl-C (a SIGINT that arrived while
+the plugin loaded, see :mod:`expsvc.interrupts`) is never isolated: it stops the program.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 
 import pluggy
 
-from expsvc import hookspecs
-from expsvc.errors import did_you_mean
-from expsvc.registry import KINDS, Registration, Registry, base_class, check_name
+from expsvc import hookspecs, interrupts
+from expsvc.errors import did_you_mean, one_line
+from expsvc.registry import KINDS, Registration, Registry, base_class, check_name, describe_exception
 
 HOOK_NAMES = tuple(name for name in dir(hookspecs) if name.startswith("register_"))
 
@@ -82,19 +84,32 @@ class PluginSystem:
         return info
 
     def add_commands(self, app: Any, warn: Callable[[str], None] | None = None) -> None:
-        """Let plugins add CLI commands; a plugin that raises is reported and skipped."""
+        """Let plugins add CLI commands; a plugin that raises (anything but the user's Ctrl-C) is reported
+        and skipped."""
         for impl in self.pm.hook.register_commands.get_hookimpls():
-            try:
-                impl.function(app=app)
-            except Exception as err:
-                info = self.info(impl.plugin_name)
-                if info is not None:
-                    info.status, info.error = "error", f"register_commands: {type(err).__name__}: {err}"
-                (warn or _warn)(f"plugin {impl.plugin_name!r} failed in register_commands: {err}")
+            with interrupts.watching() as before:
+                try:
+                    impl.function(app=app)
+                except BaseException as err:  # plugin boundary: plugin code may raise anything
+                    _reraise_user_interrupt(err, before)
+                    info, reason = self.info(impl.plugin_name), describe_exception(err)
+                    if info is not None:
+                        info.status, info.error = "error", f"register_commands: {reason}"
+                    (warn or _warn)(f"plugin {impl.plugin_name!r} failed in register_commands: {reason}")
+            _reraise_user_interrupt(None, before)
 
 
 def _warn(message: str) -> None:
-    print(f"expsvc: {message}", file=sys.stderr)
+    print(f"expsvc: {one_line(message)}", file=sys.stderr)
+
+
+def _reraise_user_interrupt(err: BaseException | None, before: int) -> None:
+    """Re-raise if the user pressed Ctrl-C since ``before`` (even if the plugin swallowed it), never
+    isolating it as a plugin failure; a ``KeyboardInterrupt`` raised with no Ctrl-C is the plugin's own."""
+    if interrupts.user_pressed() > before:
+        if isinstance(err, KeyboardInterrupt):
+            raise err
+        raise KeyboardInterrupt
 
 
 def _allowed(names: tuple[str, ...]) -> bool:
@@ -144,6 +159,11 @@ class _Loader:
     def add(self, info: PluginInfo, load: Callable[[], Any]) -> None:
         """Import, validate, register and run the registration hooks of one plugin; isolate failures."""
         self.plugins.append(info)
+        with interrupts.watching() as before:
+            self._add(info, load, before)
+        _reraise_user_interrupt(None, before)
+
+    def _add(self, info: PluginInfo, load: Callable[[], Any], before: int) -> None:
         module = None
         try:
             module = load()
@@ -155,11 +175,12 @@ class _Loader:
                 for impl in getattr(self.pm.hook, hook).get_hookimpls():
                     if impl.plugin is module:
                         impl.function(register=self._register_fn(kind, info.name))
-        except (Exception, SystemExit) as err:  # a plugin must never take the others down
+        except BaseException as err:  # plugin boundary: a plugin must never take the others down
+            _reraise_user_interrupt(err, before)
             self.registry.remove_plugin(info.name)
             if module is not None and self.pm.is_registered(module):
                 self.pm.unregister(module)
-            info.status, info.error = "error", f"{type(err).__name__}: {err}"
+            info.status, info.error = "error", describe_exception(err)
             info.components = {}
             self.warn(f"plugin {info.name!r} failed to load ({info.error}); see 'expsvc plugins'")
             return

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable
+import types
+import typing
+from collections import abc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
+from expsvc import interrupts
 from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.specs import ComponentSpec, parse
 
@@ -132,12 +137,158 @@ def allowed_arguments(cls: type) -> list[str]:
     return [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+class PluginFailure(ExpsvcError):
+    """Plugin code (a component's ``__init__``, ``build``, ``forward``, a dataset's ``load``...) raised
+    while expsvc checked it before any work: reported on one line naming the component and its plugin."""
+
+
+def describe_exception(err: BaseException) -> str:
+    """``RuntimeError: boom`` (type and first line of the message)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+Part = tuple[object, Registration, ComponentSpec]
+"""A live component, its registration and its spec (what :func:`blame` searches a traceback for)."""
+
+
+def blame(err: BaseException, parts: Iterable[Part]) -> tuple[Registration, ComponentSpec] | None:
+    """The component whose method raised ``err``: the innermost frame of its traceback whose ``self`` is
+    one of ``parts``' live objects (None when no component's code is on the traceback)."""
+    by_id = {id(obj): (reg, spec) for obj, reg, spec in parts}
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        owner = by_id.get(id(tb.tb_frame.f_locals.get("self")))
+        found = owner or found
+        tb = tb.tb_next
+    return found
+
+
+@contextmanager
+def plugin_code(parts: Iterable[Part], what: str, action: str,
+                passthrough: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Run plugin code: whatever it raises (but ``passthrough`` types, one-line errors and the user's
+    Ctrl-C) becomes one :class:`PluginFailure` line naming the component (found on the traceback among
+    ``parts``), its plugin and ``action``; ``what`` names the field when no single component is to blame.
+
+    This is the one untrusted boundary of expsvc, so it catches everything, even ``SystemExit`` and a
+    ``KeyboardInterrupt`` the plugin raises itself (no SIGINT arrived: see :mod:`expsvc.interrupts`);
+    ``MemoryError`` says that the component needs more memory than there is.
+    """
+    listed = list(parts)
+    with interrupts.watching() as before:
+        try:
+            yield
+        except (ExpsvcError, *passthrough):
+            raise
+        except BaseException as err:  # plugin boundary: plugin code may raise anything, even SystemExit
+            if interrupts.user_pressed() > before:
+                raise
+            _plugin_failure(err, listed, what, action)
+
+
+def _plugin_failure(err: BaseException, listed: list[Part], what: str, action: str) -> NoReturn:
+    """Raise the :class:`PluginFailure` line for ``err`` raised by plugin code (see :func:`plugin_code`)."""
+    culprit = blame(err, listed) or (listed[0][1:] if len(listed) == 1 else None)
+    if culprit is None:
+        names = ", ".join(sorted({reg.plugin for _, reg, _ in listed}))
+        subject = f"{what} (plugins {names})"
+    else:
+        reg, spec = culprit
+        subject = f"{reg.kind} {str(spec)!r} (plugin {reg.plugin!r})"
+    if isinstance(err, MemoryError):
+        raise PluginFailure(f"{subject} needs more memory than is available ({action}: "
+                            f"{describe_exception(err)})") from err
+    raise PluginFailure(f"{subject} failed in {action}: {describe_exception(err)}") from err
+
+
+def _hint_text(hint: Any) -> str:
+    """A type hint in words: ``a number``, ``true or false``, ``text``..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "text"
+    if hint is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_text(a) for a in args)
+    if origin in (list, tuple, abc.Sequence):
+        inner = f" of {_hint_text(args[0])}" if args and args[0] is not Ellipsis else ""
+        return f"a list{inner}"
+    if origin is dict or hint is dict:
+        return "a table"
+    return getattr(hint, "__name__", str(hint))
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a spec literal ``value`` has the type ``hint`` promises (bools are not numbers; an int is a
+    float); hints this cannot judge (classes, ``Any``, missing) accept anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any or hint is inspect.Parameter.empty:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if origin in (list, tuple, abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        return not inner or len(set(inner)) != 1 or all(fits(v, inner[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def argument_hints(cls: type) -> dict[str, Any]:
+    """The type hints of ``cls.__init__``'s arguments (empty when they cannot be resolved)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # plugin boundary: evaluating a plugin's annotations runs its code
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+def _check_types(reg: Registration, spec: ComponentSpec, what: str, bound: inspect.BoundArguments) -> None:
+    hints = argument_hints(reg.cls)
+    for name, value in bound.arguments.items():
+        hint = hints.get(name)
+        kind = bound.signature.parameters[name].kind
+        if hint is None or kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if not fits(value, hint):
+            raise ExpsvcError(
+                f"{what} {str(spec)!r}: {name}={value!r} is not allowed; expected {_hint_text(hint)}"
+            )
+
+
 def instantiate(reg: Registration, spec: ComponentSpec, what: str) -> Any:
-    """``reg.cls(*spec.args, **spec.kwargs)``; a wrong argument becomes one line naming what is allowed."""
+    """``reg.cls(*spec.args, **spec.kwargs)``; a wrong argument (unknown, missing, of the wrong type, or
+    refused by the component with a TypeError/ValueError) becomes one line naming what is allowed, and
+    anything else the component's code raises becomes one :class:`PluginFailure` line."""
     allowed = allowed_arguments(reg.cls)
     try:
         sig = inspect.signature(reg.cls)
-        sig.bind(*spec.args, **spec.kwargs)
+        bound = sig.bind(*spec.args, **spec.kwargs)
     except TypeError as err:
         unknown = [k for k in spec.kwargs if k not in allowed]
         hint = did_you_mean(unknown[0], allowed) if unknown else ""
@@ -145,9 +296,12 @@ def instantiate(reg: Registration, spec: ComponentSpec, what: str) -> Any:
             f"{what} {str(spec)!r}: {err}{hint}; allowed arguments: {', '.join(allowed) or 'none'}"
         ) from None
     except ValueError:
-        pass
+        bound = None
+    if bound is not None:
+        _check_types(reg, spec, what, bound)
     try:
-        return reg.cls(*spec.args, **spec.kwargs)
+        with plugin_code([(reg.cls, reg, spec)], what, "__init__", passthrough=(TypeError, ValueError)):
+            return reg.cls(*spec.args, **spec.kwargs)
     except (TypeError, ValueError) as err:
         raise ExpsvcError(f"{what} {str(spec)!r}: {err}") from None
 

@@ -7,6 +7,7 @@ dicts) — nothing is ever evaluated.  Errors name the offending token and its c
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,11 +44,26 @@ def _fail(what: str, text: str, col: int, msg: str) -> SpecError:
     return SpecError(f"{what}: {msg} at column {col + 1} ({token!r}) in {text!r}")
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in a literal (nested in lists, tuples, dicts) is finite."""
+    if isinstance(value, float | complex):
+        return math.isfinite(abs(value))
+    if isinstance(value, list | tuple | set):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(k) and _finite(v) for k, v in value.items())
+    return True
+
+
 def _literal(node: ast.expr, what: str, text: str) -> Any:
     try:
-        return ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError) as err:
+        value = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
         raise _fail(what, text, node.col_offset - 1, "arguments must be literal values") from err
+    if not _finite(value):
+        source = ast.get_source_segment(f"[{text}]", node) or "?"
+        raise _fail(what, text, node.col_offset - 1, f"{source} is not a finite number")
+    return value
 
 
 def _element(node: ast.expr, what: str, text: str) -> ComponentSpec:
@@ -59,6 +75,8 @@ def _element(node: ast.expr, what: str, text: str) -> ComponentSpec:
         for kw in node.keywords:
             if kw.arg is None:
                 raise _fail(what, text, kw.value.col_offset - 3, "'**' is not allowed")
+            if kw.arg in kwargs:
+                raise _fail(what, text, kw.col_offset - 1, f"argument {kw.arg!r} is given twice")
             kwargs[kw.arg] = _literal(kw.value, what, text)
         return ComponentSpec(node.func.id, args, kwargs)
     raise _fail(what, text, node.col_offset - 1, "expected a name or name(arguments)")

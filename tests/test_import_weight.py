@@ -2,7 +2,8 @@
 
 Checked in fresh interpreters through ``sys.modules`` (never by timing): ``runs`` needs neither numpy, the
 comparison (statistics, scipy) nor the ``--where`` grammar, and no command needs pydantic to parse its
-options.  Plus the contract of the CLI's plain option coercion: the same values and errors as typer's own.
+options.  Plus the contract of the CLI's plain option coercion: the same values and error types as typer's own
+(the messages are expsvc's one-line style).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def test_plain_coercion_matches_typer(name: str, value: Any) -> None:
     pytest.importorskip("typer._coercion", reason="typer without lazily built runtime coercion")
     from typer._coercion import build_runtime_param
 
-    from expsvc.cli.common import _PlainValues
+    from expsvc.cli.common import _PlainValues, bad_number_message
 
     param = _params()[name]
     if not hasattr(param, "type_descriptor"):
@@ -136,8 +137,17 @@ def test_plain_coercion_matches_typer(name: str, value: Any) -> None:
     ctx = None  # coerce only hands it on to BadParameter
     plain = _PlainValues(param)
     full = build_runtime_param(param.type_descriptor)
-    assert _outcome(lambda v: plain.coerce(v, param, ctx), value) == _outcome(lambda v: full.coerce(v, param, ctx),
-                                                                              value)
+    got = _outcome(lambda v: plain.coerce(v, param, ctx), value)
+    want = _outcome(lambda v: full.coerce(v, param, ctx), value)
+    if value == "" or (isinstance(value, tuple) and "" in value):  # expsvc refuses empty values typer takes
+        assert got == ("error", ("BadParameter", "an empty value is not allowed"))
+        return
+    if want[0] == "error":  # same error type; the message is expsvc's one-line style, naming the value
+        assert got[0] == "error" and got[1][0] == want[1][0]
+        numeric = bad_number_message(value, param.type_descriptor.annotation) is not None
+        assert (repr(str(value)) in got[1][1]) if numeric else got == want
+    else:
+        assert got == want
 
 
 def test_group_gives_every_parameter_plain_coercion() -> None:
@@ -163,5 +173,5 @@ def test_option_values_through_the_plain_group(store_url: str) -> None:
     assert len(ok.output.splitlines()) == 4  # header + 3 runs
     bad = CliRunner().invoke(app, ["runs", "--db", store_url, "--limit", "abc"])
     assert bad.exit_code == 2
-    assert "Invalid value for '--limit'" in bad.output
+    assert bad.output == "error: --limit: 'abc' is not an integer\n"
     assert CliRunner().invoke(app, ["runs", "--help"]).exit_code == 0

@@ -356,11 +356,11 @@ def test_failed_migration_is_rolled_back(url: str, monkeypatch: pytest.MonkeyPat
     def upgrade_then_fail(connection: sa.Connection, target: str = "head") -> None:
         real(connection, target)
         assert "metric_summaries" in sa.inspect(connection).get_table_names()
-        raise RuntimeError("disk on fire")
+        raise sa.exc.ProgrammingError("ALTER TABLE runs", {}, Exception("disk on fire"))  # a failing statement
 
     monkeypatch.setattr(migrate, "_run_upgrade", upgrade_then_fail)
     backup = ".*bak-" if file_of(url) is not None else ""
-    failed = r"from 0001 to 0003 failed \(RuntimeError: disk on fire\).*unchanged"
+    failed = r"from 0001 to 0003 failed \(ProgrammingError: disk on fire\).*unchanged"
     with pytest.raises(StoreError, match=failed + backup):
         RunStore.open(url)
     assert migrate.current(url) == "0001"  # one transaction: the DDL was rolled back too

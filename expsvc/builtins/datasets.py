@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from expsvc.core.data import Dataset, DataSplit
-from expsvc.errors import ExpsvcError, did_you_mean
+from expsvc.errors import ExpsvcError, did_you_mean, path_problem
 from expsvc.hookspecs import hookimpl
 
 TASKS = ("binary", "multiclass", "regression")
@@ -86,6 +86,11 @@ class _Generated(Dataset):
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` samples ``(x (n, F), y)`` in the task's target convention."""
         raise NotImplementedError
+
+    def memory_hint(self) -> int:
+        """Bytes of the split: one sampled row's arrays times ``n_train + n_test`` rows."""
+        x, y = self.sample(np.random.default_rng(0), 1)
+        return (x.nbytes + y.nbytes) * (self.n_train + self.n_test)
 
     def load(self) -> DataSplit:
         train_rng, test_rng = _streams(self.seed)
@@ -558,6 +563,8 @@ class FileDataset(Dataset):
     # -- assembling
 
     def _target_names(self, available: list[str], kind: str = "column") -> list[str]:
+        if not available:
+            raise self._fail(f"no target {kind}: the file holds only 'x'; add a target array 'y'")
         if self.target is None:
             return ["y"] if "y" in available else [available[-1]]
         names = [self.target] if isinstance(self.target, str) else list(self.target)
@@ -591,17 +598,21 @@ class FileDataset(Dataset):
         x = x.reshape(-1, 1) if x.ndim == 1 else x
         if x.ndim not in (2, 4):
             raise self._fail(f"array 'x' must be (N,), (N, F) or images (N, C, H, W), got shape {arrays['x'].shape}")
+        if x.shape[0] == 0:
+            raise self._fail("the file has no data rows (array 'x' has 0 rows)")
         if x.ndim == 4 and min(x.shape[1:]) < 1:
             raise self._fail(f"image array 'x' has an empty axis: shape {arrays['x'].shape}")
-        ys = []
+        ys, names = [], []
         for t in targets:
             a = np.asarray(arrays[t], dtype=np.float64)
             if a.ndim == 0 or a.shape[0] != x.shape[0]:
-                rows = a.shape[0] if a.ndim else 0
-                raise self._fail(f"array {t!r} has {rows} rows but 'x' has {x.shape[0]}; they must match")
-            ys.append(a.reshape(a.shape[0], -1))
-        names = [f"x{i}" for i in range(x.shape[1])] if x.ndim == 2 else ["x"]
-        return x, np.concatenate(ys, axis=1), names, targets
+                rows = f"{a.shape[0]} rows" if a.ndim else "no rows (it is a single number)"
+                raise self._fail(f"array {t!r} has {rows} but 'x' has {x.shape[0]}; they must match")
+            a = a.reshape(a.shape[0], -1)
+            ys.append(a)
+            names += [t] if a.shape[1] == 1 else [f"{t}[{i}]" for i in range(a.shape[1])]
+        features = [f"x{i}" for i in range(x.shape[1])] if x.ndim == 2 else ["x"]
+        return x, np.concatenate(ys, axis=1), features, names
 
     def _npz_column_arrays(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         names = list(arrays)
@@ -626,8 +637,9 @@ class FileDataset(Dataset):
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """Inputs ``(N, F)`` and targets ``(N, D)`` as float64, with the input and target names."""
-        if not Path(self.path).is_file():
-            raise self._fail("no such file")
+        problem = path_problem(self.path)
+        if problem is not None:
+            raise self._fail("no such file" if problem == "does not exist" else problem)
         if Path(self.path).suffix.lower() == ".csv":
             x, y, inputs, targets = self._csv_arrays()
         else:

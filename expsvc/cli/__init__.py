@@ -7,6 +7,7 @@ add theirs through the ``register_commands`` hook.  Every user error is one line
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Annotated
@@ -41,6 +42,12 @@ def _root(
     ] = None,
 ) -> None:
     """expsvc: plugin-based experiments with tracked runs."""
+    if plugins_dir is not None:
+        from expsvc.errors import path_problem
+
+        problem = path_problem(plugins_dir, "a directory", directory=True)
+        if problem is not None:
+            fail(f"--plugins-dir: {plugins_dir!r} {problem}")
 
 
 @app.command()
@@ -87,11 +94,15 @@ def components(
     console().print(table)
 
 
+GRADCHECK_MAX_ENTRIES = 100_000
+"""Largest number of entries (parameters and input) gradcheck differentiates numerically, one by one."""
+
+
 @app.command()
 def gradcheck(
     name: Annotated[str, typer.Argument(help="A layer, activation or loss spec, e.g. 'leaky_relu(0.2)'.")],
-    tol: Annotated[float, typer.Option(help="Largest allowed relative error.")] = 1e-7,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    tol: Annotated[float, typer.Option(help="Largest allowed relative error.", min=0.0)] = 1e-7,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.", min=0, max=2**31 - 1)] = 0,
     shape: Annotated[str | None, typer.Option(
         help="Per-sample input shape of a layer, e.g. '3,8,8' (channels, height, width) or '5'; "
              "default: the layer's own example shape.")] = None,
@@ -101,23 +112,42 @@ def gradcheck(
     from expsvc.core import gradcheck as check
     from expsvc.errors import ExpsvcError
     from expsvc.plugins import get_system
+    from expsvc.registry import plugin_code
+    from expsvc.specs import parse
 
-    try:
-        component = get_system().registry.create(("layer", "activation", "loss"), name, "gradcheck")
-    except ExpsvcError as err:
-        fail(str(err))
-    kwargs: dict = {"seed": seed, "tol": tol}
+    in_shape: tuple[int, ...] | None = None
     if shape is not None:
         parts = [p.strip() for p in shape.strip("()").split(",") if p.strip()]
         if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
             fail(f"--shape {shape!r} is not a shape: give positive sizes separated by commas, e.g. '3,8,8'")
-        if not isinstance(component, Layer):
-            fail(f"--shape applies to layers and activations; {name!r} is a loss")
-        kwargs["in_shape"] = tuple(int(p) for p in parts)
+        in_shape = tuple(int(p) for p in parts)
+    system = get_system()
+    kinds = ("layer", "activation", "loss")
     try:
-        result = check(component, **kwargs)
+        spec = parse(name, "gradcheck")
+        reg = system.registry.resolve(kinds, spec.name)
+        component = system.registry.create(kinds, spec, "gradcheck")
+        if in_shape is not None and not isinstance(component, Layer):
+            fail(f"--shape applies to layers and activations; {name!r} is a loss")
+        kwargs: dict[str, object] = {"seed": seed, "tol": tol}
+        entries = 0
+        if isinstance(component, Layer):
+            from expsvc.runner.budget import model_shapes
+
+            probe = in_shape or getattr(component, "gradcheck_shape", None) or (4,)
+            with plugin_code([(component, reg, spec)], "gradcheck", "build", passthrough=(ShapeError,)):
+                entries = model_shapes([component], probe).params + 2 * 3 * math.prod(probe)
+            if in_shape is not None:
+                kwargs["in_shape"] = in_shape
+        if entries > GRADCHECK_MAX_ENTRIES:
+            raise ExpsvcError(f"gradcheck {name!r}: {entries:,} parameters and inputs; numeric differentiation "
+                              f"takes one pass per entry, at most {GRADCHECK_MAX_ENTRIES:,} allowed")
+        with plugin_code([(component, reg, spec)], "gradcheck", "gradcheck", passthrough=(ShapeError,)):
+            result = check(component, **kwargs)
     except ShapeError as err:
         fail(f"gradcheck {name}: {err}")
+    except ExpsvcError as err:
+        fail(str(err))
     for key, err in result.errors.items():
         typer.echo(f"  {key:<28} max relative error {err:.3e}")
     verdict = "passed" if result.passed else "FAILED"
@@ -155,12 +185,24 @@ def db_current(db: DbOption = None) -> None:
     typer.echo(f"{url}: revision {current or 'none'} (head {migrate.head()})")
 
 
+_REGISTERED: list[bool] = []
+
+
 def _register_builtin_commands() -> None:
+    if _REGISTERED:
+        return
     from expsvc.cli import analysis, db, run
 
     run.register(app)
     analysis.register(app)
     db.register(db_app)
+    _REGISTERED.append(True)
+
+
+def build_app() -> typer.Typer:
+    """The app with every built-in command (what ``main`` runs; tests invoke it in-process)."""
+    _register_builtin_commands()
+    return app
 
 
 def _prescan_plugins_dir(argv: list[str]) -> None:
@@ -173,21 +215,19 @@ def _prescan_plugins_dir(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``expsvc`` console script."""
-    from expsvc.errors import ExpsvcError
+    """Run the command line (the ``expsvc`` console script enters through :mod:`expsvc.__main__`)."""
+    from expsvc import interrupts
+    from expsvc.errors import ExpsvcError, one_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _prescan_plugins_dir(argv)
     _register_builtin_commands()
+    interrupts.install()  # from here on Ctrl-C raises KeyboardInterrupt: runs are marked, commands say so
     from expsvc.plugins import get_system, may_add_commands
 
     if may_add_commands():
         try:
             get_system().add_commands(app)
         except ExpsvcError as err:
-            typer.echo(f"expsvc: plugins: {err}", err=True)
-    try:
-        app(args=argv, prog_name="expsvc")
-    except ExpsvcError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+            typer.echo(f"expsvc: plugins: {one_line(str(err))}", err=True)
+    app(args=argv, prog_name="expsvc")

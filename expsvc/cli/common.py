@@ -38,8 +38,10 @@ def check_outputs(db: str | None, force: bool, *outputs: tuple[str, str, str]) -
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` on stderr (one line, long values shortened) and exit with ``code``."""
+    from expsvc.errors import one_line
+
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -61,6 +63,72 @@ def console(stderr: bool = False) -> Any:
 
 
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+
+
+def click_exceptions() -> Any:
+    """The exceptions module of the click that typer uses (recent typers vendor their own click)."""
+    import importlib
+
+    return importlib.import_module(typer.BadParameter.__module__)
+
+
+def _number_kind(annotation: Any) -> type | None:
+    """``int`` or ``float`` for a numeric parameter (``list[int]``, ``int | None``... included), else None."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (list, tuple) or len(args) == 1:
+        return _number_kind(args[0]) if args else None
+    return annotation if annotation in (int, float) else None
+
+
+def _range_text(kind: type, low: Any, high: Any) -> str:
+    noun = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        return f"{noun} from {low:,} to {high:,}"
+    return f"{noun} >= {low:,}" if low is not None else f"{noun} <= {high:,}" if high is not None else noun
+
+
+def bad_number_message(value: Any, annotation: Any, low: Any = None, high: Any = None) -> str | None:
+    """The one-line reason a numeric option's ``value`` was refused (``'abc' is not an integer``), in the
+    style of every expsvc error, or None for a non-numeric option (typer's own message stays)."""
+    kind = _number_kind(annotation)
+    if kind is None:
+        return None
+    for raw in value if isinstance(value, list | tuple) else [value]:
+        try:
+            number = kind(str(raw).strip())
+        except ValueError:
+            return f"{str(raw)!r} is not {_range_text(kind, None, None)}"
+        if kind is float and number != number:
+            return f"{str(raw)!r} is not {_range_text(kind, low, high)}"
+        if (low is not None and number < low) or (high is not None and number > high):
+            return f"{str(raw)!r} is not allowed; expected {_range_text(kind, low, high)}"
+    return f"{str(value)!r} is not {_range_text(kind, low, high)}"
+
+
+def _flag(param: Any) -> str:
+    """How a parameter is named in an error line: its long option (``--seeds``) or its metavar (``FILE``)."""
+    opts = list(getattr(param, "opts", None) or [])
+    if getattr(param, "param_type_name", "") == "argument" or not opts:
+        return str(getattr(param, "metavar", None) or getattr(param, "name", "") or "value").upper()
+    return max(opts, key=lambda o: (o.startswith("--"), len(o)))
+
+
+def usage_line(err: Any) -> str:
+    """One line for a usage error of the command line parser (click's own is four lines)."""
+    exceptions = click_exceptions()
+    ctx = getattr(err, "ctx", None)
+    see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    if isinstance(err, exceptions.BadParameter) and not isinstance(err, exceptions.MissingParameter) \
+            and err.param is not None:
+        return f"{_flag(err.param)}: {str(err.message).rstrip('.')}"
+    if isinstance(err, exceptions.NoSuchOption):
+        from expsvc.errors import did_you_mean
+
+        return f"no such option {err.option_name!r}{did_you_mean(err.option_name, err.possibilities or ())}{see}"
+    message = err.format_message().rstrip(".")
+    return message[:1].lower() + message[1:] + (see if isinstance(err, exceptions.UsageError) else "")
 
 
 class _PlainValues:
@@ -87,6 +155,8 @@ class _PlainValues:
             return () if multiple else None
         desc = self._param.type_descriptor
         info = desc.parameter_info
+        if value == "" or (isinstance(value, list | tuple) and "" in value):
+            raise click_exceptions().BadParameter("an empty value is not allowed", ctx=ctx, param=param)
         plain = (param.nargs == 1 or multiple) and info.parser is None and desc.file_annotation is None
         if plain and not desc.is_path:
             ann = desc.annotation
@@ -103,7 +173,13 @@ class _PlainValues:
             from typer._coercion import build_runtime_param
 
             self._full = build_runtime_param(desc)
-        return self._full.coerce(value, param, ctx)
+        try:
+            return self._full.coerce(value, param, ctx)
+        except click_exceptions().BadParameter:
+            message = bad_number_message(value, desc.annotation, info.min, info.max)
+            if message is None:
+                raise
+            raise click_exceptions().BadParameter(message, ctx=ctx, param=param) from None
 
 
 def _plain_param(param: Any) -> None:
@@ -124,7 +200,45 @@ def plain_values(command: Any) -> None:
 
 
 class PlainValuesGroup(TyperGroup):
-    """A typer command group whose commands' parameters (help options included) get :func:`plain_values`."""
+    """A typer command group whose commands' parameters (help options included) get :func:`plain_values`,
+    whose usage errors are one line (``error: --seeds: 'abc' is not an integer``, exit 2) and whose
+    commands, interrupted by Ctrl-C, say so on one line and exit 130."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's ``main``, with every error printed as one line (never a traceback, never four lines)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import sys
+
+        from expsvc.errors import ExpsvcError, one_line
+
+        exceptions = click_exceptions()
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except exceptions.NoArgsIsHelpError as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except exceptions.ClickException as err:
+            typer.echo(f"error: {one_line(usage_line(err))}", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted (no input)", err=True)
+            sys.exit(1)
+        except ExpsvcError as err:
+            typer.echo(f"error: {one_line(str(err))}", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand; Ctrl-C (not already reported by it) prints one line and exits 130."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            from expsvc import interrupts
+
+            typer.echo(interrupts.MESSAGE, err=True)
+            raise typer.Exit(interrupts.EXIT_CODE) from None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -218,7 +218,23 @@ def _report(result: Any, db: str | None, quiet: bool) -> None:
                    + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items()))
                    + f". Next: {hint}")
     if result.statuses().get("failed"):
+        _failure_reasons(result)
         raise typer.Exit(1)
+
+
+def _failure_reasons(result: Any) -> None:
+    """One line per distinct reason runs failed (the traceback stays in ``expsvc show``)."""
+    from expsvc.errors import one_line
+
+    reasons: dict[str, list[str]] = {}
+    for group in result.groups:
+        for o in group.outcomes:
+            if o.status == "failed":
+                reasons.setdefault(o.error or "unknown error", []).append(o.run_id)
+    total = sum(len(g.outcomes) for g in result.groups)
+    for reason, ids in reasons.items():
+        typer.echo(one_line(f"error: {len(ids)} of {total} runs failed: {reason} "
+                            f"(traceback: expsvc show {ids[0][:8]})"), err=True)
 
 
 def _shown(db: str) -> str:

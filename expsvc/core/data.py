@@ -8,6 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 
+MAX_SEED = 2**63 - 1
+"""Largest dataset seed (any non-negative integer seeds numpy; this keeps seeds storable as 64-bit)."""
+
 
 @dataclass(frozen=True)
 class DataSplit:
@@ -44,13 +47,53 @@ class Dataset:
     task: ClassVar[str] = "regression"
 
     def __init__(self, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED:,}, got {seed!r}")
         self.seed = int(seed)
 
     def load(self) -> DataSplit:
         raise NotImplementedError
 
+    def memory_hint(self) -> int | None:
+        """Bytes of the arrays :meth:`load` will return, if known before loading (None: unknown).
+
+        expsvc refuses a dataset whose hint exceeds the memory budget before loading it; datasets whose
+        size follows from their arguments (generated ones) should say it.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
+
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+def split_problem(data: object) -> str | None:
+    """What is wrong with a dataset's ``load()`` result (``"returned None, not a DataSplit"``...), or None.
+
+    Checks the :class:`DataSplit` contract: numeric arrays, inputs ``(N, ...)`` with the same feature shape
+    in both splits, targets with one row per input, at least one row in each split, a known task.
+    """
+    if not isinstance(data, DataSplit):
+        return f"returned {'None' if data is None else type(data).__name__}, not a DataSplit"
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        value = getattr(data, name)
+        if not isinstance(value, np.ndarray):
+            return f"returned {name} of type {type(value).__name__}, not a numpy array"
+        if value.dtype.kind not in "biuf":
+            return f"returned {name} of dtype {value.dtype}, not numbers"
+        if value.ndim == 0 or len(value) == 0:
+            return f"returned {name} of shape {value.shape}; every split needs at least one row"
+    if data.x_train.ndim < 2 or data.x_train.shape[1:] != data.x_test.shape[1:] or 0 in data.x_train.shape:
+        return f"returned inputs of shapes {data.x_train.shape} and {data.x_test.shape}; expected (N, F) for both"
+    for split in ("train", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if len(x) != len(y):
+            return f"returned {len(x)} {split} inputs but {len(y)} targets"
+    if data.task not in TASKS:
+        return f"returned task {data.task!r}; expected one of {', '.join(TASKS)}"
+    return None
 
 
 def batch_indices(

@@ -22,6 +22,9 @@ from expsvc.core.layer import Sequential
 from expsvc.core.loss import Loss
 from expsvc.core.optim import Optimizer, Scheduler
 
+HISTORY_START = 4096
+"""Steps the per-step loss history holds at first (it grows as epochs start)."""
+
 FINISHED = "finished"
 DIVERGED = "diverged"
 
@@ -91,9 +94,10 @@ class Trainer:
         self.n = int(self.x.shape[0])
         self.per_epoch = steps_per_epoch(self.n, self.batch_size)
         r = model.replicas
-        # Room for every step, but np.empty: the OS commits pages only as steps are written, so a run
-        # stopped early (or given a generous --epochs with tol) costs memory for the steps it ran.
-        self.history = np.empty((r, self.epochs * self.per_epoch), dtype=np.float64)
+        # Grown as epochs start (doubling, so copies cost O(1) per step): memory follows the steps run,
+        # never --epochs, which may be anything up to 2**63 - 1.
+        self.total_steps = self.epochs * self.per_epoch
+        self.history = np.empty((r, min(self.total_steps, HISTORY_START)), dtype=np.float64)
         self.step = 0
         self.stop_counts = np.zeros(r, dtype=np.int64)
         self.stop_updates = np.zeros(r, dtype=np.int64)
@@ -136,6 +140,14 @@ class Trainer:
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
         self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
 
+    def _grow(self, needed: int) -> np.ndarray:
+        """Enlarge the history to hold ``needed`` steps (at least doubling, at most every step of the run)."""
+        size = min(self.total_steps, max(needed, 2 * self.history.shape[1]))
+        grown = np.empty((self.history.shape[0], size), dtype=np.float64)
+        grown[:, : self.history.shape[1]] = self.history
+        self.history = grown
+        return grown
+
     def _epoch_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """This epoch's ``(x, y)`` batches, ``(R, b, ...)`` each: one gather per epoch, then views.
 
@@ -177,6 +189,8 @@ class Trainer:
         with np.errstate(all="ignore"):
             for epoch in range(self.epochs):
                 self._epoch = epoch
+                if step + self.per_epoch > hist.shape[1]:
+                    hist = self._grow(step + self.per_epoch)
                 if self.scheduler is not None:  # a Python float: a numpy float64 would run float32 updates in float64
                     opt.lr = float(self.scheduler.lr(self.base_lr, epoch))
                 for xb, yb in self._epoch_batches():

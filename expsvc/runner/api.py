@@ -91,7 +91,7 @@ class Experiment:
         for config in configs:
             if config.dataset not in data:
                 data[config.dataset] = load_dataset(system, config.dataset)[0]
-            check(system, config, data[config.dataset])
+            check(system, config, data[config.dataset], replicas=len(self.spec.seeds))
         self._validated[plugins_dir] = configs
         return configs
 

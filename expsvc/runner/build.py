@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 
 from expsvc.core import Dataset, DataSplit, Loss, Optimizer, Scheduler, Sequential, ShapeError, replica_streams
+from expsvc.core.data import split_problem
 from expsvc.core.layer import fmt_shape
 from expsvc.core.rng import component_roots
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem
-from expsvc.registry import Registration, instantiate
+from expsvc.registry import PluginFailure, Registration, instantiate, plugin_code
+from expsvc.runner.budget import check_memory, dataset_bytes, model_shapes, training_bytes
 from expsvc.runner.spec import RunConfig, optimizer_spec
 from expsvc.specs import ComponentSpec, parse, parse_list
 
@@ -47,11 +49,14 @@ def load_dataset(system: PluginSystem, text: str) -> tuple[DataSplit, Registrati
     reg = system.registry.resolve("dataset", spec.name)
     dataset: Dataset = instantiate(reg, spec, "dataset")
     try:
-        data = dataset.load()
-    except ExpsvcError:
-        raise
+        with plugin_code([(dataset, reg, spec)], "dataset", "load()", passthrough=(OSError, ValueError)):
+            check_memory(f"dataset {text!r}", dataset_bytes(dataset))
+            data = dataset.load()
     except (OSError, ValueError) as err:
         raise ExpsvcError(f"dataset {text!r}: {err}") from None
+    problem = split_problem(data)
+    if problem is not None:
+        raise PluginFailure(f"dataset {text!r} (plugin {reg.plugin!r}): load() {problem}")
     return data, reg, spec
 
 
@@ -64,13 +69,16 @@ def metrics_for(system: PluginSystem, task: str) -> dict[str, Any]:
         except ExpsvcError:
             continue
         if reg.name == name and task in getattr(reg.cls, "tasks", ()):
-            out[name] = reg.cls()
+            out[name] = instantiate(reg, ComponentSpec(name), "metric")
     return out
 
 
 def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
-          data: DataSplit | None = None) -> Components:
-    """Build the components of one group of ``seeds`` (init from each seed's own stream)."""
+          data: DataSplit | None = None, replicas: int = 0) -> Components:
+    """Build the components of one group of ``seeds`` (init from each seed's own stream).
+
+    Refuses, before allocating the model, a group that needs more memory than the budget; ``replicas``
+    (if larger than ``len(seeds)``) sizes that check for a larger group than the one built."""
     provenance: list[tuple[Registration, ComponentSpec]] = []
     data_reg = None
     if data is None:
@@ -85,18 +93,26 @@ def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
     scheduler = _make(system, "scheduler", parse(config.schedule, "schedule"), "schedule", provenance)
     init_rngs, order_rngs = replica_streams(seeds)
     dtype = np.dtype(config.dtype)
-    model = Sequential(layers).build(data.input_shape, init_rngs, dtype=dtype, random_roots=component_roots(seeds))
+    parts = [(layer, reg, spec) for layer, (reg, spec) in zip(layers, provenance[1:], strict=False)]
+    with plugin_code(parts, "model", "build", passthrough=(ShapeError,)):
+        shapes = model_shapes(layers, data.input_shape)
+        group = max(len(seeds), replicas)
+        check_memory(f"model {config.model!r} on {config.dataset!r} with {group} replica(s)",
+                     training_bytes(shapes, data, group, config.dtype))
+        model = Sequential(layers).build(data.input_shape, init_rngs, dtype=dtype,
+                                         random_roots=component_roots(seeds))
     metrics = metrics_for(system, data.task)
     for name in metrics:
         provenance.append((system.registry.resolve("metric", name), ComponentSpec(name)))
     return Components(data, model, loss, optimizer, scheduler, metrics, order_rngs, provenance)
 
 
-def check(system: PluginSystem, config: RunConfig, data: DataSplit) -> None:
-    """Fail early, with one line, if a layer does not fit its input shape, or the model's outputs do not fit
-    the loss and the dataset's targets."""
+def check(system: PluginSystem, config: RunConfig, data: DataSplit, replicas: int = 1) -> None:
+    """Fail early, with one line, if a layer does not fit its input shape, if the model's outputs do not fit
+    the loss and the dataset's targets, if a component's code raises, or if a group of ``replicas`` would not
+    fit in memory."""
     try:
-        comps = build(system, config, [0], data=data)
+        comps = build(system, config, [0], data=data, replicas=replicas)
     except ShapeError as err:
         specs = parse_list(config.model, "model")
         text = str(specs[err.position - 1]) if err.position and err.position <= len(specs) else repr(err.layer)
@@ -113,8 +129,10 @@ def check(system: PluginSystem, config: RunConfig, data: DataSplit) -> None:
             f"loss {config.loss!r} is for {task} targets but dataset {config.dataset!r} is {data.task}"
         )
     target = y if y.dtype.kind in "iu" else y.astype(config.dtype)
+    parts = [(obj, reg, spec) for obj, (reg, spec) in zip([*comps.model.layers, comps.loss], comps.provenance[1:],
+                                                          strict=False)]
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), plugin_code(parts, "model", "forward", passthrough=(ValueError, IndexError)):
             comps.loss.forward(comps.model.forward(x, train=False), target)
     except (ValueError, IndexError) as err:
         raise ExpsvcError(

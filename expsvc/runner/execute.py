@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from expsvc.core import Trainer, TrainHooks, evaluate
+from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
+from expsvc.registry import Part, blame, describe_exception
 from expsvc.runner.build import Components, build
 from expsvc.runner.spec import RunConfig
 from expsvc.store import history as _history  # noqa: F401  (loaded here, before workers fork, not in each)
@@ -126,9 +129,12 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
     store = store or RunStore.open(task.url, create=False, upgrade=False, mark_stale=False)
     trainer: Trainer | None = None
     hooks: StoreHooks | None = None
+    parts: list[Part] = []
     try:
         system = get_system(task.plugins_dir)
         comps = build(system, task.config, task.seeds)
+        live = [*comps.model.layers, comps.loss, comps.optimizer, comps.scheduler, *comps.metrics.values()]
+        parts = [(obj, reg, spec) for obj, (reg, spec) in zip(live, comps.provenance[1:], strict=False)]
         cfg = task.config
         trainer = Trainer(
             comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs,
@@ -169,13 +175,17 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             _salvage(store, trainer, hooks)
             store.mark_unfinished(task.run_ids, "interrupted", str(err) or "interrupted by the user (Ctrl-C)")
         raise
-    except Exception as err:
+    except Exception as err:  # run-time boundary: plugin code trains here; the runs fail, the reason is kept
+        reason = failure_reason(err, parts)
         with held_interrupts():
             _salvage(store, trainer, hooks)
             text = "".join(traceback.format_exception(err))
-            store.mark_unfinished(task.run_ids, "failed", text)
+            try:
+                store.mark_unfinished(task.run_ids, "failed", text)
+            except (ExpsvcError, SQLAlchemyError, OSError) as also:  # e.g. the disk is full
+                reason += f"; recording the failure failed too: {describe_exception(also)}"
         return GroupOutcome(task.index, [
-            RunOutcome(run_id, seed, "failed", error=f"{type(err).__name__}: {err}")
+            RunOutcome(run_id, seed, "failed", error=reason)
             for run_id, seed in zip(task.run_ids, task.seeds, strict=True)
         ])
     finally:
@@ -183,11 +193,20 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             store.close()
 
 
+def failure_reason(err: BaseException, parts: Sequence[Part]) -> str:
+    """One line on why a group failed: the exception, and the component whose code raised it if any."""
+    culprit = blame(err, parts)
+    if culprit is None:
+        return str(err) if isinstance(err, ExpsvcError) else describe_exception(err)
+    reg, spec = culprit
+    return f"{reg.kind} {str(spec)!r} (plugin {reg.plugin!r}) raised {describe_exception(err)}"
+
+
 def _salvage(store: Any, trainer: Trainer | None, hooks: StoreHooks | None) -> None:
     """Flush what the trainer logged since the last flush (best effort: the original error wins)."""
     if trainer is None or hooks is None:
         return
-    with contextlib.suppress(Exception):  # never mask the original failure
+    with contextlib.suppress(ExpsvcError, SQLAlchemyError, OSError):  # a store failure: the original error wins
         hooks.flush(trainer.history, trainer.counts)
 
 

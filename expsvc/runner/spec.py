@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from expsvc.errors import ExpsvcError, did_you_mean
+from expsvc.errors import ExpsvcError, did_you_mean, path_problem
 from expsvc.specs import ComponentSpec, SpecError, parse, parse_list
 
 DEFAULTS: dict[str, Any] = {
@@ -136,8 +136,9 @@ class ExperimentSpec:
     def from_file(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
         """Load a TOML experiment file; ``overrides`` (from flags) replace the file's values."""
         path = Path(path)
-        if not path.is_file():
-            raise SpecValidationError(f"experiment file {str(path)!r} does not exist")
+        problem = path_problem(path, "a TOML file")
+        if problem is not None:
+            raise SpecValidationError(f"experiment file {str(path)!r} {problem}")
         try:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -22,6 +22,8 @@ CONNECT_TIMEOUT_S = 10  # PostgreSQL: give up on an unreachable server after thi
 POSTGRES_HINT = "pip install 'expsvc[postgres]'"
 
 _ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+SQLITE_QUERY_ARGS = frozenset({"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"})
+"""Query arguments SQLAlchemy's pysqlite driver uses itself (others would reach SQLite only as a URI)."""
 
 
 class StoreError(ExpsvcError):
@@ -54,9 +56,25 @@ def as_utc(value: datetime | None) -> datetime | None:
 def parse_url(url: str) -> URL:
     """Parse a SQLAlchemy URL, turning a malformed one into a StoreError."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (exc.ArgumentError, ValueError) as err:
         raise StoreError(f"invalid database URL {url!r}: {err}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.query:
+        _check_sqlite_query(parsed)
+    return parsed
+
+
+def _check_sqlite_query(parsed: URL) -> None:
+    """Refuse SQLite query arguments the driver does not use itself: pysqlite would warn and go on without
+    them (a ``mode=ro`` store would be written), and SQLite URIs (``uri=true``) are not supported."""
+    unsupported = sorted(set(parsed.query) - SQLITE_QUERY_ARGS)
+    if unsupported:
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(
+            f"database URL {shown!r}: SQLite URL {'arguments' if len(unsupported) > 1 else 'argument'} "
+            f"{', '.join(map(repr, unsupported))} {'are' if len(unsupported) > 1 else 'is'} not supported; "
+            "give the store as sqlite:///path/to/runs.db (reading commands never write to it)"
+        )
 
 
 def display_url(url: str | URL) -> str:

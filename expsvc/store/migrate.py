@@ -129,6 +129,13 @@ def _not_expsvc(where: str, tables: frozenset[str] | set[str]) -> StoreError:
     )
 
 
+def _alembic_error() -> type[Exception]:
+    """Alembic's own error type (imported only when a migration fails: alembic loads on demand)."""
+    from alembic.util import CommandError
+
+    return CommandError
+
+
 def _run_upgrade(connection: sa.Connection, target: str = "head") -> None:
     """Run the migrations to ``target`` inside the connection's transaction."""
     from alembic import command
@@ -211,7 +218,7 @@ def _prepare_sqlite(path: Path, *, create: bool, upgrade: bool) -> Prepared:
             _migrate_sqlite_file(path)
         except StoreError:
             raise
-        except Exception as err:  # the migration ran in one transaction, which was rolled back
+        except (sa.exc.SQLAlchemyError, OSError, _alembic_error()) as err:  # in one transaction, rolled back
             saved = f"; a backup is at {copy}" if copy is not None else ""
             raise StoreError(
                 f"migrating {path} from {state.revision or 'empty'} to {head()} failed "
@@ -284,7 +291,7 @@ def _prepare_server(url: str, *, create: bool, upgrade: bool) -> Prepared:
                         _run_upgrade(conn)
                 except (StoreError, sa.exc.OperationalError, sa.exc.InterfaceError):
                     raise
-                except Exception as err:
+                except (sa.exc.SQLAlchemyError, _alembic_error()) as err:
                     raise StoreError(
                         f"migrating {where} from {revision or 'empty'} to {head()} failed "
                         f"({type(err).__name__}: {first_line(err)}); the database was left unchanged"
