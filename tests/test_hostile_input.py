@@ -460,7 +460,7 @@ NPZ_CASES = {
     "complex_dtype": ({"x": np.ones((10, 2)) + 1j, "y": np.ones(10)}, "non-numeric dtype"),
     "object_dtype": ({"x": np.array([[1, None]] * 10, dtype=object), "y": np.ones(10)}, "not a readable .npz"),
     "scalar_y": ({"x": np.ones((10, 2)), "y": np.float64(1)}, "'y' has no rows"),
-    "three_d_x": ({"x": np.ones((10, 2, 2)), "y": np.ones(10)}, "must be 1-D or 2-D"),
+    "three_d_x": ({"x": np.ones((10, 2, 2)), "y": np.ones(10)}, "must be (N,), (N, F) or images (N, C, H, W)"),
 }
 
 

@@ -147,7 +147,8 @@ def make_engine(
     if read_only is not None and path is not None:
         from expsvc.store.sqlite import uri
 
-        parsed = parse_url(f"sqlite:///{uri(path, read_only)}&uri=true")
+        # built here, not from a user: skip parse_url's refusal of SQLite URI arguments
+        parsed = sa.engine.make_url(f"sqlite:///{uri(path, read_only)}&uri=true")
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ImportError as err:
