@@ -134,7 +134,8 @@ def populate_benchmark(engine: Engine, runs: int = 1000, steps: int = 1000, seed
                       "batch_size": 32, "dataset": "points", "model": "linear(1)", "epochs": 100}
             curve = loss_curve(i, steps)
             ids.append(add_run(s, exp, seed=i % seeds, params=params, history={"loss": curve},
-                               summaries={"test_accuracy": 0.5 + 0.5 * (i % 7) / 7, "test_loss": curve[-1]},
+                               summaries={"test_accuracy": 0.5 + 0.5 * (i % 7) / 7, "test_loss": curve[-1],
+                                          "train_loss": curve[-1]},
                                created_at=T0 + timedelta(seconds=i), updates=steps))
         s.commit()
     return ids

@@ -13,7 +13,7 @@ a quantity is undefined, e.g. an interval from one value).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -154,12 +154,13 @@ def prob_better(candidate: Sequence[float], baseline: Sequence[float], lower_is_
 
 
 def compare(
-    candidate: dict[int, float], baseline: dict[int, float], lower_is_better: bool,
+    candidate: dict[Hashable, float], baseline: dict[Hashable, float], lower_is_better: bool,
     confidence: float = CONFIDENCE,
 ) -> Comparison:
-    """Compare two groups given as ``{seed: value}``: paired by seed over the shared seeds when there are
-    at least two, Welch's unequal-variance t otherwise; plus the probability of improvement."""
-    shared = sorted(set(candidate) & set(baseline))
+    """Compare two groups given as ``{seed: value}`` (or any keys: a pooled group's are (configuration, seed)):
+    paired over the shared keys when there are at least two, Welch's unequal-variance t otherwise; plus the
+    probability of improvement."""
+    shared = sorted(set(candidate) & set(baseline))  # type: ignore[type-var]
     x_all = np.array(list(candidate.values()), dtype=float)
     y_all = np.array(list(baseline.values()), dtype=float)
     pb = prob_better(x_all, y_all, lower_is_better)

@@ -240,6 +240,12 @@ class RunStore:
         with translate_errors(self._where), engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A Core connection in one read transaction: what :mod:`expsvc.store.read` queries through."""
+        with self._tx(write=False) as conn:
+            yield conn
+
     def current_revision(self) -> str | None:
         """The schema revision of the database (head after a successful open)."""
         with self._tx(write=False) as conn:
