@@ -726,9 +726,10 @@ def method_lines(result: CompareResult) -> list[str]:
 # ------------------------------------------------------------------------------------------ the command
 def choose_metrics(specs: Sequence[str] | None, runs: Sequence[RunRecord], known: Sequence[str]) -> list[Metric]:
     """The metrics to compare: ``--metric`` values (checked against the summary keys ``known``) or the
-    defaults that any run has."""
+    defaults that some run measured (a default censored in every run, such as "updates to converge" when no
+    run converged, says nothing and is left out; asked for with ``--metric`` it is shown censored)."""
     if not specs:
-        present = [m for m in DEFAULT_METRICS if any(m.value(r) is not None for r in runs)]
+        present = [m for m in DEFAULT_METRICS if any(m.value(r) is not None and not m.censored(r) for r in runs)]
         return present or list(DEFAULT_METRICS[:1])
     metrics = [parse_metric(s) for s in specs]
     for spec, m in zip(specs, metrics, strict=True):

@@ -212,6 +212,8 @@ METRIC_HEADER = ("group", "n", "mean ± 95 % CI", "std", "median", "IQM [95 % bo
 
 
 def _mean_cell(s: dict[str, Any]) -> str:
+    if s.get("n_censored"):
+        return f"censored: {s['n_censored']} of {s['n']} never converged"
     if s["n"] == 0:
         return "no finished runs"
     if s["n"] == 1:
@@ -322,6 +324,7 @@ def compare_table(result: CompareResult, width: int = 100) -> str:
             out.append("Δ: " + "; ".join(sorted(tags)))
         out.append("")
     wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ")
+    out += [wrap.fill(f"warning: {w}") for w in result.warnings]  # before the sentences they qualify
     out += [wrap.fill(f"• {s}") for s in _sentences(result)]
     out += [wrap.fill(note) for note in _notes(result)]
     out.append("Method:")
@@ -343,6 +346,7 @@ def compare_markdown(result: CompareResult) -> str:
     rows = compare_rows(result)
     for m in result.metrics:
         lines += [f"**{esc(_metric_title(m))}**", "", *table(METRIC_HEADER, rows[m.label])]
+    lines += [f"- **warning:** {esc(w)}" for w in result.warnings]
     lines += [f"- {s}" for s in _sentences(result)]
     lines += _notes(result)
     lines += ["", "**Method.**"]
