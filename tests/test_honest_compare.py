@@ -158,7 +158,9 @@ def test_never_converged_is_censored_and_duration_is_not_a_default(sweep: str, t
     data = compare_json(sweep, "-e", "sweep", "--by", "optimizer,lr", "-m", "updates")
     updates = data["groups"][0]["metrics"]["updates"]
     assert updates["n_censored"] == 3 and updates["mean"] is None  # 3 epochs, tol 1e-5: nobody converged
-    assert "no difference or test is honest" in data["groups"][1]["metrics"]["updates"]["sentence"]
+    vs = data["groups"][1]["metrics"]["updates"]["vs_baseline"]
+    assert vs["method"] == "sign" and vs["n"] == 0 and vs["diff"] is None  # both censored: order unknown
+    assert "neither is ahead" in data["groups"][1]["metrics"]["updates"]["sentence"]
     table = " ".join(expsvc("compare", "--db", sweep, "-e", "sweep", "--by", "optimizer,lr", "-m", "updates"
                             ).stdout.split())
     assert "censored: 3 of 3 never converged" in table
@@ -181,6 +183,13 @@ def test_partly_censored_group_has_no_mean(tmp_path: Path) -> None:
         converged = [r for r in runs if r.params["optimizer"] == g["name"] and r.converged]
         assert m["n_censored"] == 3 - len(converged)
         assert (m["mean"] is None) == (m["n_censored"] > 0)
+    sgd = next(g for g in data["groups"] if g["name"] == "sgd")["metrics"]["updates to converge"]
+    if sgd["vs_baseline"] is not None:  # adam converged; sgd never did: sgd is behind wherever that is certain
+        bound = min(r.updates for r in runs if r.params["optimizer"] == "sgd")
+        ahead = sum(r.updates < bound for r in runs if r.params["optimizer"] == "adam")
+        vs = sgd["vs_baseline"]
+        assert (vs["method"], vs["wins"], vs["losses"]) == ("sign", 0, ahead)
+        assert "exact sign test" in sgd["sentence"]
 
 
 # ------------------------------------------------------------------------------------------ finding 5

@@ -568,6 +568,16 @@ def sentence(metric: Metric, cand: str, base: str, c: stats.Comparison, conf: fl
     head = f"{cand} {metric.verb} {word} {metric.label} than {base}"
     if c.note and c.ci == 0:
         return f"{head} by {abs(c.diff):.4g} ({c.method}, n = {c.n}); {c.note}."
+    if c.method == "sign":
+        if c.n == 0 or c.wins == c.losses:
+            return f"{cand} vs {base} on {metric.label}: {c.note}; neither is ahead ({c.wins} : {c.losses})."
+        ahead = c.wins > c.losses
+        word = metric.better if ahead else metric.worse
+        text = (f"{cand} {metric.verb} {word} {metric.label} than {base} in {max(c.wins, c.losses)} of "
+                f"{c.n} seeds ({c.note}), {fmt_p(c.p)}")
+        if math.isfinite(c.p) and c.p >= 1 - conf:
+            text += f"; not significant at the {100 - conf * 100:g} % level"
+        return text + "."
     if c.method == "paired":
         count = c.wins if is_better else c.losses
         shared_only = c.n < max(c.n_candidate, c.n_baseline)
@@ -581,10 +591,10 @@ def sentence(metric: Metric, cand: str, base: str, c: stats.Comparison, conf: fl
     return text + "."
 
 
-def _observations(g: Group, m: Metric) -> tuple[dict[Hashable, float], int, float]:
+def _observations(g: Group, m: Metric) -> tuple[dict[Hashable, float], dict[Hashable, bool], float]:
     """The group's values of ``m``, one per observation: a seed (one configuration) or a (configuration, seed)
-    cell (a pooled group), duplicated seeds averaged; with the number of censored observations and the largest
-    spread between duplicates of one seed."""
+    cell (a pooled group), duplicated seeds averaged; which observations are censored (any of their runs);
+    and the largest spread between duplicates of one seed."""
     pooled = bool(g.merged)
     cells: dict[Hashable, list[tuple[float, bool]]] = {}
     for r in g.completed:
@@ -592,7 +602,7 @@ def _observations(g: Group, m: Metric) -> tuple[dict[Hashable, float], int, floa
         if v is not None:
             cells.setdefault((r.group_key, r.seed) if pooled else r.seed, []).append((v, m.censored(r)))
     values = {k: sum(v for v, _ in vs) / len(vs) for k, vs in cells.items()}
-    censored = sum(any(c for _, c in vs) for vs in cells.values())
+    censored = {k: any(c for _, c in vs) for k, vs in cells.items()}
     spread = max((max(v for v, _ in vs) - min(v for v, _ in vs) for vs in cells.values() if len(vs) > 1),
                  default=0.0)
     return values, censored, spread
@@ -634,14 +644,16 @@ def compare_groups(
                 f"each seed counts once, as the mean of its finished runs ("
                 + ("the repeats differ: " + "; ".join(differ) if differ else "the repeats agree") + ")")
         for m in metrics:
-            values, n_cens, _ = obs[i][m.label]
+            values, cens, _ = obs[i][m.label]
             ordered = [v for _, v in sorted(values.items(), key=lambda kv: _sort_key(kv[0]))]
+            n_cens = sum(cens.values())
             if n_cens:
                 censored[m.label] = n_cens
-                summaries[m.label] = stats.Summary(len(values))
+                bound = min(v for k, v in values.items() if cens[k])
+                summaries[m.label] = stats.Summary(len(values), min=min(values.values()), max=max(values.values()))
                 warnings.append(f"{g.short}: {m.label}: {n_cens} of {len(values)} finished run(s) never "
-                                f"converged; their values are censored (at least their "
-                                f"{m.field.key}), so no mean or test is given")
+                                f"converged; their values are censored (at least {bound:g} {m.field.key}), so "
+                                f"no mean is given and the comparison uses the order of the seeds only")
             else:
                 # values in seed order: the bootstrap resamples by position, so its interval must not depend
                 # on the order the database returned the runs in
@@ -654,10 +666,8 @@ def compare_groups(
                 continue
             cand, cand_cens, _ = obs[i][m.label]
             base, base_cens, _ = obs[baseline][m.label]
-            if cand_cens or base_cens:
-                c = stats.Comparison("none", len(cand), len(base), len(cand), note=(
-                    f"censored values ({cand_cens} of {len(cand)} in {g.short}, {base_cens} of {len(base)} in "
-                    f"{groups[baseline].short} never converged): no difference or test is honest"))
+            if any(cand_cens.values()) or any(base_cens.values()):
+                c = stats.compare_censored(cand, base, cand_cens, base_cens, m.lower_is_better)
             else:
                 c = stats.compare(cand, base, m.lower_is_better)
             comparisons[m.label] = c
@@ -710,7 +720,8 @@ def method_lines(result: CompareResult) -> list[str]:
         "and excluded from every metric (a finished run without a value for a metric is left out of that "
         "metric's n). One value per seed: a seed run several times in one configuration counts once (the mean of "
         "its finished runs); a pooled group (--pool) has one value per configuration and seed. A censored value "
-        "(a run that never converged) is a lower bound: a metric with one has no mean, interval or test.",
+        "(a run that never converged) is a lower bound: a group with one has no mean or interval, and its "
+        "comparison is the exact two-sided sign test over the shared seeds whose order is certain.",
         f"mean ± half-width of the {pct} Student-t interval (scipy.special.stdtrit, n−1 df); std with ddof = 1; "
         f"IQM = mean of the middle 50 % (25 % trimmed each side) with a {pct} percentile-bootstrap "
         f"interval ({stats.BOOTSTRAP_RESAMPLES} resamples, seed {result.bootstrap_seed}).",

@@ -196,3 +196,54 @@ def compare(
     half = t_quantile(q, df) * se
     p = t_two_sided_p(diff / se, df)  # Welch's t (ttest_ind, equal_var=False)
     return Comparison("welch", n, m, n, diff, half, diff - half, diff + half, p, pb)
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: ``P`` of a split at least as uneven as ``wins : losses`` under a fair coin
+    (``scipy.stats.binomtest(wins, wins + losses).pvalue``); NaN without a determined pair."""
+    n = wins + losses
+    if n == 0:
+        return NAN
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def compare_censored(
+    candidate: dict[Hashable, float], baseline: dict[Hashable, float],
+    candidate_censored: dict[Hashable, bool], baseline_censored: dict[Hashable, bool], lower_is_better: bool,
+) -> Comparison:
+    """Compare two groups where some values are right-censored (the true value is *at least* the one given,
+    e.g. the updates of a run that never converged): no mean difference exists, so only the direction of
+    each shared seed is used where it is certain (an observed value below a censored one; never two
+    censored values), and the exact sign test gives the p-value.  Seeds whose order is unknown are counted
+    in ``note``; ``n`` is the number of determined pairs."""
+    shared = sorted(set(candidate) & set(baseline))  # type: ignore[type-var]
+    wins = losses = unknown = 0
+    for key in shared:
+        x, y = candidate[key], baseline[key]
+        cx, cy = candidate_censored.get(key, False), baseline_censored.get(key, False)
+        if cx and cy:
+            unknown += 1
+        elif cy:  # baseline ≥ y
+            if x < y:
+                wins += lower_is_better
+                losses += not lower_is_better
+            else:
+                unknown += 1
+        elif cx:  # candidate ≥ x
+            if y < x:
+                losses += lower_is_better
+                wins += not lower_is_better
+            else:
+                unknown += 1
+        elif x != y:
+            better = x < y if lower_is_better else x > y
+            wins += better
+            losses += not better
+    note = "exact sign test; censored values (runs that never converged) count only where the order is certain"
+    if unknown:
+        note += f"; {unknown} seed(s) undetermined"
+    if len(shared) < 2:
+        note = "censored values and fewer than two shared seeds: no test is possible"
+    return Comparison("sign", wins + losses, len(baseline), len(candidate), p=sign_test_p(wins, losses),
+                      wins=wins, losses=losses, note=note)
