@@ -235,6 +235,8 @@ class Field:
 
 @dataclass(frozen=True)
 class Value:
+    """A literal of the filter (a number or a string) and where it starts in the text, for error carets."""
+
     value: str | int | float
     pos: int
 
@@ -245,6 +247,8 @@ class Value:
 
 @dataclass(frozen=True)
 class Compare:
+    """``field op value``, e.g. ``params.lr < 0.01``; ``op`` is one of :data:`OPERATORS`."""
+
     field: Field
     op: str
     value: Value
@@ -252,6 +256,8 @@ class Compare:
 
 @dataclass(frozen=True)
 class InList:
+    """``field [not] in (v, ...)``: the values are all numbers or all strings."""
+
     field: Field
     values: tuple[Value, ...]
     negated: bool
@@ -259,6 +265,9 @@ class InList:
 
 @dataclass(frozen=True)
 class Like:
+    """``field [not] like 'pattern'``: case-insensitive, ``%`` any run of characters, ``_`` one character,
+    a backslash escapes them."""
+
     field: Field
     pattern: Value
     negated: bool
@@ -266,16 +275,22 @@ class Like:
 
 @dataclass(frozen=True)
 class And:
+    """Every item holds."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Or:
+    """Some item holds."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Not:
+    """Plain boolean negation (a missing value makes the inner condition false, so ``not`` holds)."""
+
     item: Node
 
 
@@ -329,19 +344,19 @@ class _Parser:
             raise self.error(f"unexpected {_describe(self.tok)}: expected 'and', 'or' or end of expression")
         return node
 
-    def expr(self) -> Node:
-        items = [self.and_expr()]
-        while self.is_kw("or"):
+    def chain(self, word: str, operand: Callable[[], Node], make: type[And] | type[Or]) -> Node:
+        """``operand { word operand }``: a single operand as itself, several joined by ``make``."""
+        items = [operand()]
+        while self.is_kw(word):
             self.advance()
-            items.append(self.and_expr())
-        return items[0] if len(items) == 1 else Or(tuple(items))
+            items.append(operand())
+        return items[0] if len(items) == 1 else make(tuple(items))
+
+    def expr(self) -> Node:
+        return self.chain("or", self.and_expr, Or)
 
     def and_expr(self) -> Node:
-        items = [self.not_expr()]
-        while self.is_kw("and"):
-            self.advance()
-            items.append(self.not_expr())
-        return items[0] if len(items) == 1 else And(tuple(items))
+        return self.chain("and", self.not_expr, And)
 
     def not_expr(self) -> Node:
         if self.is_kw("not"):

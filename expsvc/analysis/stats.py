@@ -222,24 +222,18 @@ def compare_censored(
     for key in shared:
         x, y = candidate[key], baseline[key]
         cx, cy = candidate_censored.get(key, False), baseline_censored.get(key, False)
-        if cx and cy:
-            unknown += 1
-        elif cy:  # baseline ≥ y
-            if x < y:
-                wins += lower_is_better
-                losses += not lower_is_better
-            else:
-                unknown += 1
-        elif cx:  # candidate ≥ x
-            if y < x:
-                losses += lower_is_better
-                wins += not lower_is_better
-            else:
-                unknown += 1
-        elif x != y:
-            better = x < y if lower_is_better else x > y
-            wins += better
-            losses += not better
+        # x < y is certain when x is observed (a censored y is only larger still); likewise y < x
+        if not cx and x < y:
+            lower = True
+        elif not cy and y < x:
+            lower = False
+        else:
+            unknown += cx or cy  # two equal observed values are a tie, counted nowhere
+            continue
+        if lower == lower_is_better:
+            wins += 1
+        else:
+            losses += 1
     note = "exact sign test; censored values (runs that never converged) count only where the order is certain"
     if unknown:
         note += f"; {unknown} seed(s) undetermined"

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
 from expsvc.core.layer import Layer, Sequential
 from expsvc.core.loss import Loss
+
+
+class CheckOptions(TypedDict, total=False):
+    """Options every gradient check takes (keyword arguments; defaults in :data:`DEFAULTS`)."""
+
+    replicas: int  # replicas checked at once (each with its own parameters)
+    seed: int  # of the random inputs, upstream gradient and initialisation
+    h: float  # central-difference step
+    tol: float  # largest relative error that passes
+    name: str | None  # reported name (default: the component's)
+
+
+DEFAULTS = CheckOptions(replicas=2, seed=0, h=1e-6, tol=1e-7, name=None)
 
 
 @dataclass
@@ -66,13 +80,11 @@ def gradcheck_layer(
     *,
     in_features: int = 4,
     batch: int = 3,
-    replicas: int = 2,
-    seed: int = 0,
-    h: float = 1e-6,
-    tol: float = 1e-7,
-    name: str | None = None,
+    **options: Unpack[CheckOptions],
 ) -> GradcheckResult:
     """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, in_features)`` input."""
+    o = CheckOptions(**{**DEFAULTS, **options})
+    replicas, seed, h, tol, name = o["replicas"], o["seed"], o["h"], o["tol"], o["name"]
     rng = np.random.default_rng(seed)
     model = Sequential([layer]).build(in_features, [np.random.default_rng(seed + 1 + r) for r in range(replicas)])
     assert model.buffer is not None
@@ -98,13 +110,11 @@ def gradcheck_loss(
     *,
     out_features: int = 3,
     batch: int = 4,
-    replicas: int = 2,
-    seed: int = 0,
-    h: float = 1e-6,
-    tol: float = 1e-7,
-    name: str | None = None,
+    **options: Unpack[CheckOptions],
 ) -> GradcheckResult:
     """Check ``loss``'s gradient with respect to its prediction, on random predictions and valid targets."""
+    o = CheckOptions(**{**DEFAULTS, **options})
+    replicas, seed, h, tol, name = o["replicas"], o["seed"], o["h"], o["tol"], o["name"]
     rng = np.random.default_rng(seed)
     pred = rng.standard_normal((replicas, batch, out_features))
     target = loss.sample_target(rng, pred.shape)

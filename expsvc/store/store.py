@@ -40,16 +40,7 @@ from expsvc.store.engine import (
     utcnow,
     write_engine,
 )
-from expsvc.store.models import (
-    Base,
-    Experiment,
-    MetricChunk,
-    MetricSummary,
-    Run,
-    RunArtifact,
-    RunComponent,
-    RunParam,
-)
+from expsvc.store.models import Base, Experiment, MetricChunk, MetricSummary, Run, RunArtifact, RunComponent, RunParam
 from expsvc.store.vocab import (  # noqa: F401 (STATUSES: re-exported)
     FINISHED_STATUSES,
     RESUMABLE,
