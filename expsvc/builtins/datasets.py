@@ -124,12 +124,7 @@ class Points(_Generated):
     classes = 2
 
     def __init__(
-        self,
-        seed: int = 0,
-        n_train: int = 300,
-        n_test: int = 100,
-        outliers: float = 0.05,
-        separation: float = 3.0,
+        self, seed: int = 0, n_train: int = 300, n_test: int = 100, outliers: float = 0.05, separation: float = 3.0,
         noise: float = 0.8,
     ) -> None:
         super().__init__(seed, n_train, n_test)
@@ -282,14 +277,8 @@ class Blobs(_Generated):
     task = "multiclass"
 
     def __init__(
-        self,
-        seed: int = 0,
-        n_train: int = 300,
-        n_test: int = 150,
-        classes: int = 3,
-        features: int = 2,
-        noise: float = 1.0,
-        box: float = 10.0,
+        self, seed: int = 0, n_train: int = 300, n_test: int = 150, classes: int = 3, features: int = 2,
+        noise: float = 1.0, box: float = 10.0,
     ) -> None:
         super().__init__(seed, n_train, n_test)
         self.classes = _positive_int("classes", classes, minimum=2)

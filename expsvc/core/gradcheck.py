@@ -31,6 +31,12 @@ class CheckOptions(TypedDict, total=False):
 DEFAULTS = CheckOptions(replicas=2, seed=0, h=1e-6, tol=1e-7, name=None)
 
 
+def _options(options: CheckOptions) -> tuple[int, int, float, float, str | None]:
+    """``(replicas, seed, h, tol, name)``: the given options over :data:`DEFAULTS`."""
+    o = {**DEFAULTS, **options}
+    return o["replicas"], o["seed"], o["h"], o["tol"], o["name"]  # type: ignore[return-value]
+
+
 @dataclass
 class GradcheckResult:
     """Relative error per tensor (``input`` and each parameter) and the verdict against ``tol``."""
@@ -83,8 +89,7 @@ def gradcheck_layer(
     **options: Unpack[CheckOptions],
 ) -> GradcheckResult:
     """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, in_features)`` input."""
-    o = CheckOptions(**{**DEFAULTS, **options})
-    replicas, seed, h, tol, name = o["replicas"], o["seed"], o["h"], o["tol"], o["name"]
+    replicas, seed, h, tol, name = _options(options)
     rng = np.random.default_rng(seed)
     model = Sequential([layer]).build(in_features, [np.random.default_rng(seed + 1 + r) for r in range(replicas)])
     assert model.buffer is not None
@@ -106,15 +111,10 @@ def gradcheck_layer(
 
 
 def gradcheck_loss(
-    loss: Loss,
-    *,
-    out_features: int = 3,
-    batch: int = 4,
-    **options: Unpack[CheckOptions],
+    loss: Loss, *, out_features: int = 3, batch: int = 4, **options: Unpack[CheckOptions]
 ) -> GradcheckResult:
     """Check ``loss``'s gradient with respect to its prediction, on random predictions and valid targets."""
-    o = CheckOptions(**{**DEFAULTS, **options})
-    replicas, seed, h, tol, name = o["replicas"], o["seed"], o["h"], o["tol"], o["name"]
+    replicas, seed, h, tol, name = _options(options)
     rng = np.random.default_rng(seed)
     pred = rng.standard_normal((replicas, batch, out_features))
     target = loss.sample_target(rng, pred.shape)
