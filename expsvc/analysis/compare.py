@@ -178,9 +178,17 @@ def component_defaults(kind: str, name: str) -> dict[str, Any]:
 
 
 def resolve_params(runs: Sequence[RunRecord],
-                   defaults: Callable[[str, str], dict[str, Any]] = component_defaults) -> None:
+                   defaults: Callable[[str, str], dict[str, Any]] = component_defaults, *,
+                   spec_baseline: bool = False) -> None:
     """Give every run the resolved value of each optimizer argument (``optimizer.momentum = 0.0`` where the
-    spec left it to the default), so labels and ``--baseline`` speak of what ran, never of ``None``."""
+    spec left it to the default), so labels and ``--baseline`` speak of what ran, never of ``None``.
+
+    Runs that set no optimizer argument all ran their optimizer's defaults, which the optimizer's name
+    already tells apart, so the plugin system (a few hundred ms) is loaded only when some run set one or
+    the baseline is given as a spec (``spec_baseline``).
+    """
+    if not spec_baseline and not any(k.startswith("optimizer.") for r in runs for k in r.params):
+        return
     for r in runs:
         name = r.params.get("optimizer")
         if not isinstance(name, str):
@@ -417,7 +425,15 @@ def find_baseline(groups: Sequence[Group], ref: str | None) -> int:
 
 
 def check_grouping(groups: Sequence[Group], by: Sequence[str] | None, pool: bool) -> None:
-    """Refuse groups that merge configurations (or versions) unless ``pool``: name what differs."""
+    """Refuse groups that merge configurations (or versions) unless ``pool``: name what differs.
+
+    A group stands for the replicas of one configuration, differing only in the seed.  Runs made by
+    different versions of expsvc, numpy or a plugin may compute differently, so inside a group they are
+    treated like different settings: seed ``s`` under one version is not a replay of seed ``s`` under
+    another, and pairing or pooling them silently would hide a variable.  Between groups, each made by one
+    set of versions, the comparison is well defined (comparing two plugin releases may be the question), so
+    it is allowed and the versions are named in the warnings.
+    """
     if pool:
         return
     merged = [g for g in groups if g.merged]
@@ -766,10 +782,7 @@ def compare_experiments(
     runs = read.records(store, experiment_ids=ids, versions=True)
     if not runs:
         raise CompareError(f"experiment {' and '.join(repr(n) for n in names)} has no runs")
-    if (baseline is not None and "(" in baseline) or any(k.startswith("optimizer.") for r in runs for k in r.params):
-        # Runs that set no optimizer argument all ran their optimizer's defaults, which the optimizer's name
-        # already tells apart: the plugin system (a few hundred ms) is loaded only when an argument was set.
-        resolve_params(runs)
+    resolve_params(runs, spec_baseline=baseline is not None and "(" in baseline)
     groups = group_runs(runs, by)
     check_grouping(groups, by, pool)
     chosen = choose_metrics(metrics, runs, read.summary_keys(store, ids))
