@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from expsvc.analysis import compare as cmp
 from expsvc.analysis import fixtures, render
-from expsvc.analysis.compare import CompareError, find_baseline, group_runs, load_records, parse_metric
+from expsvc.analysis.compare import CompareError, find_baseline, group_runs, parse_metric
 from expsvc.cli.analysis import register
+from expsvc.store import RunStore, read
 
 LOSS = {"mini_bgd": [0.40, 0.42, 0.38, 0.41, 0.39], "adamw": [0.37, 0.40, 0.35, 0.38, 0.36]}
 
@@ -54,7 +55,8 @@ def store(tmp_path: Path) -> tuple[str, Any]:
             if loss is not None:
                 hist = {"loss": [1.0, 0.6, loss] if status != "diverged" else [1.0, 5.0, math.nan]}
             return fixtures.add_run(s, exp, seed=seed, status=status, params=params, history=hist,
-                                    summaries={"test_accuracy": acc} if status == "finished" else {},
+                                    summaries={"test_accuracy": acc, "train_loss": loss}
+                                    if status == "finished" else {},
                                     created_at=fixtures.T0 + timedelta(seconds=t), **kw)
 
         for opt in ("mini_bgd", "adamw"):
@@ -73,8 +75,8 @@ def store(tmp_path: Path) -> tuple[str, Any]:
 
 
 def _groups(engine: Any, by: list[str] | None = None) -> list[cmp.Group]:
-    with Session(engine) as s:
-        return group_runs(load_records(s, experiment_id=1), by)
+    with RunStore.open(str(engine.url)) as store:
+        return group_runs(read.records(store, experiment_ids=[1]), by)
 
 
 def test_groups_are_labelled_by_what_varies(store: tuple[str, Any]) -> None:
@@ -240,8 +242,8 @@ def test_summaries_do_not_depend_on_the_order_of_the_runs() -> None:
     """The IQM's bootstrap resamples by position: values must enter in seed order, whatever the query order."""
     from expsvc.analysis import compare as cmp
 
-    records = [cmp.RunRecord(id=f"{i:032x}", experiment_id=1, seed=s, status="finished", group_key="g",
-                             summaries={"loss": {"last": v}})
+    records = [cmp.RunRecord(id=f"{i:032x}", experiment_id=1, experiment="x", seed=s, status="finished",
+                             group_key="g", summaries={"train_loss": {"last": v}})
                for i, (s, v) in enumerate([(0, 0.61), (1, 0.47), (2, 0.54), (3, 0.55), (4, 0.59)])]
     metric = [cmp.parse_metric("final_loss")]
     forward = cmp.compare_groups(cmp.group_runs(records), metric, 0).to_dict()

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from expsvc.analysis import fixtures
 from expsvc.analysis.export import ExportError, export_data, export_runs
-from expsvc.analysis.listing import count_rows
 from expsvc.cli.analysis import register
 from expsvc.files import OutputError
+from expsvc.store import RunStore, read
 
 
 def invoke(*args: str, input: str | None = None) -> Any:
@@ -46,10 +46,10 @@ def db(tmp_path: Path) -> tuple[str, Any, list[str]]:
 
 
 def test_export_json_with_history(db: tuple[str, Any, list[str]], tmp_path: Path) -> None:
-    _url, engine, ids = db
+    _url, _engine, ids = db
     out = tmp_path / "runs.json"
-    with Session(engine) as s:
-        written = export_runs(s, ids, str(out), "json", history=True)
+    with RunStore.open(_url) as store:
+        written = export_runs(store, ids, str(out), "json", history=True)
     assert written == [str(out)]
     data = json.loads(out.read_text())["runs"]
     assert [r["id"] for r in data] == ids
@@ -60,10 +60,10 @@ def test_export_json_with_history(db: tuple[str, Any, list[str]], tmp_path: Path
 
 
 def test_export_csv_with_history_file(db: tuple[str, Any, list[str]], tmp_path: Path) -> None:
-    _url, engine, ids = db
+    url, _engine, ids = db
     out = tmp_path / "runs.csv"
-    with Session(engine) as s:
-        written = export_runs(s, ids, str(out), "csv", history=True)
+    with RunStore.open(url) as store:
+        written = export_runs(store, ids, str(out), "csv", history=True)
     assert written == [str(out), str(tmp_path / "runs.history.csv")]
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4
@@ -74,7 +74,7 @@ def test_export_csv_with_history_file(db: tuple[str, Any, list[str]], tmp_path: 
 
 
 def test_export_errors(db: tuple[str, Any, list[str]], tmp_path: Path) -> None:
-    with Session(db[1]) as s:
+    with RunStore.open(db[0]) as s:
         with pytest.raises(ExportError, match="--format"):
             export_runs(s, db[2], str(tmp_path / "x"), "xml")
         with pytest.raises(ExportError, match="second file"):
@@ -98,13 +98,13 @@ def test_cli_export(db: tuple[str, Any, list[str]], tmp_path: Path) -> None:
 
 
 def test_rm_by_id_where_and_experiment(db: tuple[str, Any, list[str]]) -> None:
-    url, engine, ids = db
-    with Session(engine) as s:
-        before = count_rows(s)
+    url, _engine, ids = db
+    with RunStore.open(url) as store:
+        before = read.row_counts(store)
     res = invoke("rm", ids[0][:8], "--db", url, "--yes")
     assert res.exit_code == 0 and "deleted 1 run" in res.output
-    with Session(engine) as s:
-        after = count_rows(s)
+    with RunStore.open(url) as store:
+        after = read.row_counts(store)
     assert after["runs"] == before["runs"] - 1
     assert after["metric_chunks"] == before["metric_chunks"] - 1  # everything that belonged to it
     assert after["run_params"] == before["run_params"] - 3
@@ -115,12 +115,12 @@ def test_rm_by_id_where_and_experiment(db: tuple[str, Any, list[str]]) -> None:
     assert res.exit_code == 0 and "nothing deleted" in res.output
     res = invoke("rm", "--experiment", "b", "--db", url, "--yes")
     assert res.exit_code == 0 and "deleted 1 run" in res.output
-    with Session(engine) as s:
-        assert count_rows(s)["runs"] == 1
+    with RunStore.open(url) as store:
+        assert read.row_counts(store)["runs"] == 1
 
 
 def test_rm_needs_confirmation(db: tuple[str, Any, list[str]]) -> None:
-    url, engine, ids = db
+    url, _engine, ids = db
     res = invoke("rm", ids[1], "--db", url)  # CliRunner's stdin is not a terminal
     assert res.exit_code == 2 and "--yes" in res.output and "refusing" in res.output
     for args, needle in (([], "exactly one"), ([ids[1], "--where", "seed = 1"], "exactly one"),
@@ -128,8 +128,8 @@ def test_rm_needs_confirmation(db: tuple[str, Any, list[str]]) -> None:
                          (["--experiment", "nope"], "nope")):
         res = invoke("rm", *args, "--db", url, "--yes")
         assert res.exit_code == 2 and needle in res.output, res.output
-    with Session(engine) as s:
-        assert count_rows(s)["runs"] == 4
+    with RunStore.open(url) as store:
+        assert read.row_counts(store)["runs"] == 4
 
 
 def test_rm_interactive_prompt(db: tuple[str, Any, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,3 +157,64 @@ def test_registration_names_and_tasks() -> None:
     }
     assert all(issubclass(cls, Metric) for cls in registered)
     assert ACC(BIN_PRED, BIN_TARGET).shape == (4,) and MSE(np.zeros((2, 3, 1)), np.ones((3, 1))).dtype == float
+
+
+# ------------------------------------------------------------- every loss × every metric that is defined
+def _targets(task: str) -> np.ndarray:
+    """Targets as the datasets of ``task`` hold them: binary 0/1 ``(N, 1)`` floats, class indices ``(N,)``,
+    regression ``(N, 2)`` floats."""
+    rng = np.random.default_rng(0)
+    if task == "binary":
+        return rng.integers(0, 2, size=(24, 1)).astype(np.float64)
+    if task == "multiclass":
+        return np.arange(24) % 3
+    return rng.standard_normal((24, 2))
+
+
+def _fitted_outputs(loss: object, y: np.ndarray, task: str) -> np.ndarray:
+    """Outputs ``(2, N, O)`` that (nearly) minimise ``loss`` on ``y``, found by descending the loss's own
+    ``backward`` from zero: what a perfectly trained model would output."""
+    outputs = 3 if task == "multiclass" else y.shape[1]
+    out = np.zeros((2, y.shape[0], outputs))
+    target = np.broadcast_to(y, (2, *y.shape))
+    for t in range(300):
+        loss.forward(out, target)  # type: ignore[attr-defined]
+        g = loss.backward()  # type: ignore[attr-defined]
+        out -= (0.5 / (1 + 0.05 * t)) * g / (np.abs(g).max() + 1e-12)
+    return out
+
+
+def test_every_loss_with_every_metric_of_its_tasks_scores_a_perfect_model() -> None:
+    """Generated from the registry: each loss, on each dataset task the runner lets it train on (its own task;
+    a regression loss also on binary targets), with each metric of that task.  A model whose outputs minimise
+    the loss must get accuracy, precision, recall and F1 of 1 and an MSE near 0 — ``mse`` on binary moons used
+    to compare float predictions with 0/1 labels and score 0."""
+    from expsvc.plugins import get_system
+
+    system = get_system()
+    checked = set()
+    for loss_name in system.registry.names("loss"):
+        loss = system.registry.resolve("loss", loss_name).cls()
+        own = loss.task
+        for task in ("binary", "multiclass", "regression"):
+            if task != own and not (own == "regression" and task != "multiclass"):  # as runner.build.check
+                continue
+            y = _targets(task)
+            pred = loss.predict(_fitted_outputs(loss, y, task))
+            for metric_name in system.registry.names("metric"):
+                metric = system.registry.resolve("metric", metric_name).cls()
+                if task not in metric.tasks:
+                    continue
+                got = metric(pred, y)
+                if metric.name == "mse":
+                    np.testing.assert_allclose(got, 0.0, atol=1e-2, err_msg=f"{loss_name} × {metric_name}")
+                else:
+                    np.testing.assert_allclose(got, 1.0, err_msg=f"{loss_name} × {metric_name} on {task}")
+                checked.add((loss_name, metric_name, task))
+    assert {("mse", "accuracy", "binary"), ("mse", "f1", "binary"), ("cross_entropy", "recall", "multiclass")
+            } <= checked
+
+
+def test_float_predictions_for_class_indices_are_refused() -> None:
+    with pytest.raises(ValueError, match="class indices"):
+        ACC(np.zeros((1, 4)), np.arange(4))

@@ -56,21 +56,20 @@ def db(tmp_path: Path) -> tuple[str, Any]:
 
 
 def _curves(engine: Any, queries: list[str] | None = None) -> list[plots.CurveGroup]:
-    from expsvc.analysis.compare import group_runs, load_records
+    from expsvc.analysis.compare import group_runs
+    from expsvc.store import RunStore, read
 
-    if queries is not None:
-        @event.listens_for(engine, "before_cursor_execute")
-        def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if MetricChunk.__tablename__ in statement:
-                queries.append(statement)
+    with RunStore.open(str(engine.url)) as store:
+        if queries is not None:
+            @event.listens_for(store.engine, "before_cursor_execute")
+            def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if MetricChunk.__tablename__ in statement:
+                    queries.append(statement)
 
-    with Session(engine) as s:
-        groups = group_runs(load_records(s, experiment_id=1))
-        hist = plots.fetch_histories(s, 1)
-    if queries is not None:
-        event.remove(engine, "before_cursor_execute", _count)
-    return [plots.CurveGroup(g.label, {r.id: hist[r.id] for r in g.runs}, {r.id: r.steps_per_epoch for r in g.runs},
-                             g.count("diverged")) for g in groups]
+        groups = group_runs(read.records(store, experiment_ids=[1]))
+        hist = read.histories(store, [r.id for g in groups for r in g.runs], "loss")
+    return [plots.CurveGroup(g.label, {r.id: hist[r.id]["loss"] for r in g.runs},
+                             {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged")) for g in groups]
 
 
 def test_loss_curves_png_with_bands(db: tuple[str, Any], tmp_path: Path) -> None:

@@ -158,3 +158,21 @@ def test_compare_does_not_import_scipy_stats() -> None:
             "print('scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_sign_test_matches_scipy_binomtest() -> None:
+    from scipy.stats import binomtest
+
+    for wins in range(8):
+        for losses in range(8):
+            if wins + losses:
+                assert stats.sign_test_p(wins, losses) == pytest.approx(binomtest(wins, wins + losses).pvalue)
+
+
+def test_censored_comparison_uses_only_certain_orders() -> None:
+    cand = {0: 10.0, 1: 30.0, 2: 50.0, 3: 40.0}
+    base = {0: 40.0, 1: 40.0, 2: 40.0, 3: 40.0}
+    c = stats.compare_censored(cand, base, {3: True}, {0: True, 1: True, 2: True, 3: True}, lower_is_better=True)
+    # 10 < ≥40 and 30 < ≥40: better; 50 vs ≥40 and ≥40 vs ≥40: unknown
+    assert (c.method, c.wins, c.losses, c.n) == ("sign", 2, 0, 2) and "2 seed(s) undetermined" in c.note
+    assert math.isnan(c.diff) and c.p == pytest.approx(0.5)

@@ -8,14 +8,14 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from expsvc.analysis.compare import RunRecord, load_records
 from expsvc.errors import ExpsvcError
-from expsvc.store.models import Experiment
+from expsvc.store import read
+from expsvc.store.read import RunRecord
+
+if TYPE_CHECKING:
+    from expsvc.store.store import RunStore
 
 FORMATS = ("csv", "json")
 STAT_COLUMNS = ("first", "last", "min", "min_step", "max", "max_step", "mean", "count", "nan_count")
@@ -36,20 +36,18 @@ def _clean(v: Any) -> Any:
 Series = tuple[list[int], list[float | None]]
 
 
-def fetch_all_histories(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, Series]]:
+def fetch_all_histories(store: RunStore, run_ids: Sequence[str]) -> dict[str, dict[str, Series]]:
     """Every history of the given runs: ``{run_id: {key: (steps, values)}}`` (NaN becomes ``None``, ±inf stays)."""
-    from expsvc.store import history
-
     return {
         run_id: {key: (steps.tolist(), [None if v != v else v for v in values.tolist()])
                  for key, (steps, values) in keys.items()}
-        for run_id, keys in history.read_runs(session, run_ids).items()
+        for run_id, keys in read.histories(store, run_ids).items()
     }
 
 
-def _run_dict(r: RunRecord, experiment: str) -> dict[str, Any]:
+def _run_dict(r: RunRecord) -> dict[str, Any]:
     return {
-        "id": r.id, "experiment": experiment, "group": r.group_key, "seed": r.seed, "status": r.display_status,
+        "id": r.id, "experiment": r.experiment, "group": r.group_key, "seed": r.seed, "status": r.display_status,
         "error": r.error,
         "created": r.created_at.isoformat() if r.created_at else None,
         "started": r.started_at.isoformat() if r.started_at else None,
@@ -60,13 +58,12 @@ def _run_dict(r: RunRecord, experiment: str) -> dict[str, Any]:
     }
 
 
-def export_data(session: Session, run_ids: Sequence[str], *, history: bool = False) -> list[dict[str, Any]]:
+def export_data(store: RunStore, run_ids: Sequence[str], *, history: bool = False) -> list[dict[str, Any]]:
     """The exported runs as dicts (oldest first): columns, config, params, summaries and maybe histories."""
-    records = load_records(session, run_ids=run_ids)
-    names = {eid: name for eid, name in session.execute(select(Experiment.id, Experiment.name))}
-    rows = [_run_dict(r, names.get(r.experiment_id, "?")) for r in records]
+    records = read.records(store, run_ids=run_ids)
+    rows = [_run_dict(r) for r in records]
     if history:
-        hist = fetch_all_histories(session, [r.id for r in records])
+        hist = fetch_all_histories(store, [r.id for r in records])
         for row in rows:
             row["history"] = {k: {"steps": s, "values": v} for k, (s, v) in hist.get(row["id"], {}).items()}
     return rows
@@ -129,14 +126,14 @@ def history_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.history{out.suffix or '.csv'}")
 
 
-def export_runs(session: Session, run_ids: Sequence[str], out: str, fmt: str = "csv", *,
+def export_runs(store: RunStore, run_ids: Sequence[str], out: str, fmt: str = "csv", *,
                 history: bool = False) -> list[str]:
     """Write the runs to ``out`` (``-`` = stdout); returns the files written (CSV histories go beside)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: allowed: {', '.join(FORMATS)}")
     if out == "-" and history and fmt == "csv":
         raise ExportError("--history with --format csv writes a second file; give --out FILE, not '-'")
-    rows = export_data(session, run_ids, history=history)
+    rows = export_data(store, run_ids, history=history)
     if out == "-":
         buf = io.StringIO()
         (write_json if fmt == "json" else write_csv)(rows, buf)

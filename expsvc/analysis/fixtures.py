@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.orm import Session
 
 from expsvc.store.history import encode as encode_history
+from expsvc.store.history import summarize
 from expsvc.store.models import (
     Experiment,
     MetricChunk,
@@ -27,6 +28,7 @@ from expsvc.store.models import (
     RunComponent,
     RunParam,
 )
+from expsvc.store.vocab import encode_param
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -44,19 +46,6 @@ def create_db(url: str) -> Engine:
     return engine
 
 
-def param_columns(value: Any) -> tuple[str | None, float | None]:
-    """``(value_text, value_num)`` as the store writes them."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        return ("true" if value else "false"), float(value)
-    if isinstance(value, int):
-        return str(value), float(value)
-    if isinstance(value, float):
-        return repr(value), (None if math.isnan(value) else value)
-    return str(value), None
-
-
 def group_key(params: dict[str, Any]) -> str:
     """A stable 16-hex hash of a configuration without its seed."""
     clean = {k: v for k, v in params.items() if k != "seed"}
@@ -64,22 +53,9 @@ def group_key(params: dict[str, Any]) -> str:
 
 
 def series_summary(values: Sequence[float | None], steps: Sequence[int] | None = None) -> dict[str, Any]:
-    """The summary row of a logged series (NaN/None ignored by min/max/mean; ``last`` NULL if NaN)."""
-    vals = [math.nan if v is None else float(v) for v in values]
-    steps = list(range(len(vals))) if steps is None else list(steps)
-    finite = [(s, v) for s, v in zip(steps, vals, strict=True) if math.isfinite(v)]
-    nan_count = len(vals) - len(finite)
-    out: dict[str, Any] = {"count": len(vals), "nan_count": nan_count,
-                           "first": None if not vals or not math.isfinite(vals[0]) else vals[0],
-                           "last": None if not vals or not math.isfinite(vals[-1]) else vals[-1],
-                           "last_step": steps[-1] if steps else None}
-    if finite:
-        mn = min(finite, key=lambda sv: sv[1])
-        mx = max(finite, key=lambda sv: sv[1])
-        out.update(min=mn[1], min_step=mn[0], max=mx[1], max_step=mx[0], mean=sum(v for _, v in finite) / len(finite))
-    else:
-        out.update(min=None, min_step=None, max=None, max_step=None, mean=None)
-    return out
+    """The summary row the store keeps for a logged series (None and ±inf are stored as NaN, as here)."""
+    vals = np.asarray([math.nan if v is None or not math.isfinite(v) else float(v) for v in values], dtype=np.float64)
+    return summarize(np.arange(vals.size) if steps is None else np.asarray(steps), vals)
 
 
 def add_experiment(session: Session, name: str, created_at: datetime | None = None) -> int:
@@ -111,7 +87,7 @@ def add_run(
     ))
     session.flush()
     for k, v in params.items():
-        text, num = param_columns(v)
+        text, num = encode_param(v)
         session.add(RunParam(run_id=rid, key=k, value_text=text, value_num=num))
     for k, vals in (history or {}).items():
         values = [math.nan if v is None or not math.isfinite(v) else float(v) for v in vals]
@@ -158,7 +134,8 @@ def populate_benchmark(engine: Engine, runs: int = 1000, steps: int = 1000, seed
                       "batch_size": 32, "dataset": "points", "model": "linear(1)", "epochs": 100}
             curve = loss_curve(i, steps)
             ids.append(add_run(s, exp, seed=i % seeds, params=params, history={"loss": curve},
-                               summaries={"test_accuracy": 0.5 + 0.5 * (i % 7) / 7, "test_loss": curve[-1]},
+                               summaries={"test_accuracy": 0.5 + 0.5 * (i % 7) / 7, "test_loss": curve[-1],
+                                          "train_loss": curve[-1]},
                                created_at=T0 + timedelta(seconds=i), updates=steps))
         s.commit()
     return ids

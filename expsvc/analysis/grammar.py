@@ -1,7 +1,9 @@
-"""The ``--where`` filter language: a tokenizer and a recursive-descent parser compiled to SQLAlchemy.
+"""The ``--where`` filter language: a tokenizer and a recursive-descent parser producing an AST.
 
-Nothing is evaluated and no SQL is built from strings: every literal becomes a bound parameter and every
-field maps to a fixed column of ``runs``, ``run_params``, ``metric_summaries`` or ``experiments``.
+The store compiles the AST to SQL (:mod:`expsvc.store.query`); nothing is evaluated and no SQL is built
+from strings there: every literal becomes a bound parameter and every field maps to a fixed column of
+``runs``, ``run_params``, ``metric_summaries`` or ``experiments``.  :func:`evaluate` is the reference
+semantics of that compiler, in Python.  This module imports no SQL library (``runs --where`` loads it).
 
 Grammar (EBNF; keywords are case-insensitive)::
 
@@ -40,36 +42,33 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, exists, not_, or_, select
-from sqlalchemy.sql.elements import ColumnElement
-
 from expsvc.errors import ExpsvcError, did_you_mean
-from expsvc.store.models import Experiment, MetricSummary, Run, RunParam
+from expsvc.store.vocab import STATS
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
 
-STATS = ("first", "last", "min", "max", "mean")
 PREFIXES = ("params", "metrics")
 #: unprefixed metric names that mean the test-set value
 TEST_ALIASES = {"accuracy": "test_accuracy", "precision": "test_precision", "recall": "test_recall",
                 "f1": "test_f1", "mse": "test_mse"}
-#: run fields: name -> (column, kind)
-RUN_FIELDS: dict[str, tuple[Any, str]] = {
-    "status": (Run.status, "text"),
-    "seed": (Run.seed, "num"),
-    "updates": (Run.updates, "num"),
-    "epochs": (Run.epochs, "num"),
-    "duration": (Run.duration, "num"),
-    "experiment": (Experiment.name, "text"),
-    "group": (Run.group_key, "text"),
-    "id": (Run.id, "text"),
+#: run fields: name -> kind of value (``num`` or ``text``); the store maps each to its column
+RUN_FIELDS: dict[str, str] = {
+    "status": "text",
+    "seed": "num",
+    "updates": "num",
+    "epochs": "num",
+    "duration": "num",
+    "experiment": "text",
+    "group": "text",
+    "id": "text",
 }
 KEYWORDS = ("and", "or", "not", "in", "like")
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 
-_OPS: dict[str, Callable[[Any, Any], Any]] = {
+#: each comparison operator as a Python function (SQLAlchemy columns overload the same operators)
+COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
     "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
 
@@ -223,7 +222,7 @@ class Field:
         if self.kind == "summary":
             return "num"
         if self.kind == "run":
-            return RUN_FIELDS[self.key][1]
+            return RUN_FIELDS[self.key]
         return "any"
 
     def __str__(self) -> str:
@@ -236,6 +235,8 @@ class Field:
 
 @dataclass(frozen=True)
 class Value:
+    """A literal of the filter (a number or a string) and where it starts in the text, for error carets."""
+
     value: str | int | float
     pos: int
 
@@ -246,6 +247,8 @@ class Value:
 
 @dataclass(frozen=True)
 class Compare:
+    """``field op value``, e.g. ``params.lr < 0.01``; ``op`` is one of :data:`OPERATORS`."""
+
     field: Field
     op: str
     value: Value
@@ -253,6 +256,8 @@ class Compare:
 
 @dataclass(frozen=True)
 class InList:
+    """``field [not] in (v, ...)``: the values are all numbers or all strings."""
+
     field: Field
     values: tuple[Value, ...]
     negated: bool
@@ -260,6 +265,9 @@ class InList:
 
 @dataclass(frozen=True)
 class Like:
+    """``field [not] like 'pattern'``: case-insensitive, ``%`` any run of characters, ``_`` one character,
+    a backslash escapes them."""
+
     field: Field
     pattern: Value
     negated: bool
@@ -267,16 +275,22 @@ class Like:
 
 @dataclass(frozen=True)
 class And:
+    """Every item holds."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Or:
+    """Some item holds."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Not:
+    """Plain boolean negation (a missing value makes the inner condition false, so ``not`` holds)."""
+
     item: Node
 
 
@@ -330,19 +344,19 @@ class _Parser:
             raise self.error(f"unexpected {_describe(self.tok)}: expected 'and', 'or' or end of expression")
         return node
 
-    def expr(self) -> Node:
-        items = [self.and_expr()]
-        while self.is_kw("or"):
+    def chain(self, word: str, operand: Callable[[], Node], make: type[And] | type[Or]) -> Node:
+        """``operand { word operand }``: a single operand as itself, several joined by ``make``."""
+        items = [operand()]
+        while self.is_kw(word):
             self.advance()
-            items.append(self.and_expr())
-        return items[0] if len(items) == 1 else Or(tuple(items))
+            items.append(operand())
+        return items[0] if len(items) == 1 else make(tuple(items))
+
+    def expr(self) -> Node:
+        return self.chain("or", self.and_expr, Or)
 
     def and_expr(self) -> Node:
-        items = [self.not_expr()]
-        while self.is_kw("and"):
-            self.advance()
-            items.append(self.not_expr())
-        return items[0] if len(items) == 1 else And(tuple(items))
+        return self.chain("and", self.not_expr, And)
 
     def not_expr(self) -> Node:
         if self.is_kw("not"):
@@ -513,43 +527,7 @@ def fields(node: Node) -> Iterable[Field]:
         yield node.field
 
 
-# ------------------------------------------------------------------------------------------- compiler
-def _match(col: Any, node: Compare | InList | Like) -> ColumnElement[bool]:
-    """The condition on one column (NULL → false because callers wrap it in EXISTS or IS NOT NULL)."""
-    if isinstance(node, Compare):
-        return _OPS[node.op](col, node.value.value)
-    if isinstance(node, InList):
-        vals = [v.value for v in node.values]
-        return col.not_in(vals) if node.negated else col.in_(vals)
-    cond = col.ilike(node.pattern.value, escape="\\")
-    return not_(cond) if node.negated else cond
-
-
-def compile_node(node: Node) -> ColumnElement[bool]:
-    """Compile an AST to a boolean SQLAlchemy expression over ``Run`` (correlated EXISTS for the rest)."""
-    if isinstance(node, And):
-        return and_(*(compile_node(n) for n in node.items))
-    if isinstance(node, Or):
-        return or_(*(compile_node(n) for n in node.items))
-    if isinstance(node, Not):
-        return not_(compile_node(node.item))
-    f = node.field
-    if f.kind == "param":
-        value = node.pattern if isinstance(node, Like) else (
-            node.value if isinstance(node, Compare) else node.values[0])
-        col = RunParam.value_text if value.kind == "text" else RunParam.value_num
-        return exists(select(RunParam.run_id).where(
-            RunParam.run_id == Run.id, RunParam.key == f.key, col.is_not(None), _match(col, node)))
-    if f.kind == "summary":
-        col = getattr(MetricSummary, f.stat)
-        return exists(select(MetricSummary.run_id).where(
-            MetricSummary.run_id == Run.id, MetricSummary.key == f.key, col.is_not(None), _match(col, node)))
-    if f.key == "experiment":
-        return exists(select(Experiment.id).where(Experiment.id == Run.experiment_id, _match(Experiment.name, node)))
-    col = RUN_FIELDS[f.key][0]
-    return and_(col.is_not(None), _match(col, node))
-
-
+# ------------------------------------------------------------------------------------------- checking
 def check_keys(node: Node, text: str, params: Iterable[str] = (), metrics: Iterable[str] = ()) -> None:
     """Reject parameter/metric keys that no run has (when the database has any), with did-you-mean."""
     params, metrics = set(params), set(metrics)
@@ -560,13 +538,6 @@ def check_keys(node: Node, text: str, params: Iterable[str] = (), metrics: Itera
             raise GrammarError(
                 f"no run has the {what} {f.key!r}{did_you_mean(f.key, known)}; known: {', '.join(sorted(known))}",
                 text, f.pos)
-
-
-def compile_where(text: str, *, params: Iterable[str] = (), metrics: Iterable[str] = ()) -> ColumnElement[bool]:
-    """Parse and compile a ``--where`` expression; ``params``/``metrics`` (if given) are the known keys."""
-    node = parse(text)
-    check_keys(node, text, params, metrics)
-    return compile_node(node)
 
 
 def evaluate(node: Node, run: dict[str, Any]) -> bool:
@@ -594,7 +565,7 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
     if value is None:
         return False
     if isinstance(node, Compare):
-        return bool(_OPS[node.op](value, node.value.value))
+        return bool(COMPARATORS[node.op](value, node.value.value))
     if isinstance(node, InList):
         inside = value in [v.value for v in node.values]
         return inside != node.negated

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
 
 from expsvc.errors import ExpsvcError
-from expsvc.store.models import Run
 
 X_AXES = ("update", "epoch")
 KINDS = ("loss", "predictions")
@@ -46,17 +44,6 @@ class PlotInfo:
     points: int = 0
     wrong: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def fetch_histories(session: Session, experiment_id: int, key: str = "loss",
-                    run_ids: Sequence[str] | None = None) -> dict[str, History]:
-    """Histories of ``key`` for the runs of an experiment (or only ``run_ids`` of it), steps ascending."""
-    from expsvc.store import history
-
-    found = history.read(session, Run.experiment_id == experiment_id, history.chunks.c.key == key, join_runs=True)
-    wanted = None if run_ids is None else set(run_ids)
-    return {run_id: (keys[key][0].astype(float), keys[key][1]) for run_id, keys in found.items()
-            if wanted is None or run_id in wanted}
 
 
 def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -212,6 +212,8 @@ METRIC_HEADER = ("group", "n", "mean ± 95 % CI", "std", "median", "IQM [95 % bo
 
 
 def _mean_cell(s: dict[str, Any]) -> str:
+    if s.get("n_censored"):
+        return f"censored: {s['n_censored']} of {s['n']} never converged"  # a lower bound has no mean
     if s["n"] == 0:
         return "no finished runs"
     if s["n"] == 1:
@@ -220,7 +222,7 @@ def _mean_cell(s: dict[str, Any]) -> str:
 
 
 def _iqm_cell(s: dict[str, Any]) -> str:
-    if s["n"] == 0:
+    if s["n"] == 0 or s.get("n_censored"):
         return DASH
     if s["n"] == 1:
         return fmt(s["iqm"])
@@ -232,6 +234,8 @@ def _diff_cell(c: dict[str, Any] | None) -> str:
         return "(baseline)"
     if c["method"] == "none":
         return DASH if c["diff"] is None else f"{fmt(c['diff'])} (no interval)"
+    if c["method"] == "sign":  # censored values: only the order of each seed is known
+        return f"better in {c['wins']}, worse in {c['losses']} (sign test)"
     tag = f"paired, {c['n']} seeds" if c["method"] == "paired" else "Welch"
     return f"{fmt(c['diff'])} ± {fmt(c['ci'])} ({tag})"
 
@@ -322,6 +326,7 @@ def compare_table(result: CompareResult, width: int = 100) -> str:
             out.append("Δ: " + "; ".join(sorted(tags)))
         out.append("")
     wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ")
+    out += [wrap.fill(f"warning: {w}") for w in result.warnings]  # before the sentences they qualify
     out += [wrap.fill(f"• {s}") for s in _sentences(result)]
     out += [wrap.fill(note) for note in _notes(result)]
     out.append("Method:")
@@ -343,6 +348,7 @@ def compare_markdown(result: CompareResult) -> str:
     rows = compare_rows(result)
     for m in result.metrics:
         lines += [f"**{esc(_metric_title(m))}**", "", *table(METRIC_HEADER, rows[m.label])]
+    lines += [f"- **warning:** {esc(w)}" for w in result.warnings]
     lines += [f"- {s}" for s in _sentences(result)]
     lines += _notes(result)
     lines += ["", "**Method.**"]

@@ -13,7 +13,7 @@ a quantity is undefined, e.g. an interval from one value).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -154,12 +154,13 @@ def prob_better(candidate: Sequence[float], baseline: Sequence[float], lower_is_
 
 
 def compare(
-    candidate: dict[int, float], baseline: dict[int, float], lower_is_better: bool,
+    candidate: dict[Hashable, float], baseline: dict[Hashable, float], lower_is_better: bool,
     confidence: float = CONFIDENCE,
 ) -> Comparison:
-    """Compare two groups given as ``{seed: value}``: paired by seed over the shared seeds when there are
-    at least two, Welch's unequal-variance t otherwise; plus the probability of improvement."""
-    shared = sorted(set(candidate) & set(baseline))
+    """Compare two groups given as ``{seed: value}`` (or any keys: a pooled group's are (configuration, seed)):
+    paired over the shared keys when there are at least two, Welch's unequal-variance t otherwise; plus the
+    probability of improvement."""
+    shared = sorted(set(candidate) & set(baseline))  # type: ignore[type-var]
     x_all = np.array(list(candidate.values()), dtype=float)
     y_all = np.array(list(baseline.values()), dtype=float)
     pb = prob_better(x_all, y_all, lower_is_better)
@@ -195,3 +196,48 @@ def compare(
     half = t_quantile(q, df) * se
     p = t_two_sided_p(diff / se, df)  # Welch's t (ttest_ind, equal_var=False)
     return Comparison("welch", n, m, n, diff, half, diff - half, diff + half, p, pb)
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: ``P`` of a split at least as uneven as ``wins : losses`` under a fair coin
+    (``scipy.stats.binomtest(wins, wins + losses).pvalue``); NaN without a determined pair."""
+    n = wins + losses
+    if n == 0:
+        return NAN
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def compare_censored(
+    candidate: dict[Hashable, float], baseline: dict[Hashable, float],
+    candidate_censored: dict[Hashable, bool], baseline_censored: dict[Hashable, bool], lower_is_better: bool,
+) -> Comparison:
+    """Compare two groups where some values are right-censored (the true value is *at least* the one given,
+    e.g. the updates of a run that never converged): no mean difference exists, so only the direction of
+    each shared seed is used where it is certain (an observed value below a censored one; never two
+    censored values), and the exact sign test gives the p-value.  Seeds whose order is unknown are counted
+    in ``note``; ``n`` is the number of determined pairs."""
+    shared = sorted(set(candidate) & set(baseline))  # type: ignore[type-var]
+    wins = losses = unknown = 0
+    for key in shared:
+        x, y = candidate[key], baseline[key]
+        cx, cy = candidate_censored.get(key, False), baseline_censored.get(key, False)
+        # x < y is certain when x is observed (a censored y is only larger still); likewise y < x
+        if not cx and x < y:
+            lower = True
+        elif not cy and y < x:
+            lower = False
+        else:
+            unknown += cx or cy  # two equal observed values are a tie, counted nowhere
+            continue
+        if lower == lower_is_better:
+            wins += 1
+        else:
+            losses += 1
+    note = "exact sign test; censored values (runs that never converged) count only where the order is certain"
+    if unknown:
+        note += f"; {unknown} seed(s) undetermined"
+    if len(shared) < 2:
+        note = "censored values and fewer than two shared seeds: no test is possible"
+    return Comparison("sign", wins + losses, len(baseline), len(candidate), p=sign_test_p(wins, losses),
+                      wins=wins, losses=losses, note=note)

@@ -129,12 +129,7 @@ class Points(_Generated):
     classes = 2
 
     def __init__(
-        self,
-        seed: int = 0,
-        n_train: int = 300,
-        n_test: int = 100,
-        outliers: float = 0.05,
-        separation: float = 3.0,
+        self, seed: int = 0, n_train: int = 300, n_test: int = 100, outliers: float = 0.05, separation: float = 3.0,
         noise: float = 0.8,
     ) -> None:
         super().__init__(seed, n_train, n_test)
@@ -178,7 +173,27 @@ class Points(_Generated):
         return self._split()[0]
 
 
-class Moons(_Generated):
+class _Noisy2D(_Generated):
+    """The binary 2-D shapes: noise-free points from :meth:`shape`, plus Gaussian noise of standard deviation
+    ``noise`` on both coordinates; x ``(N, 2)``, y ``(N, 1)``."""
+
+    task = "binary"
+    classes = 2
+
+    def __init__(self, seed: int, n_train: int, n_test: int, noise: float) -> None:
+        super().__init__(seed, n_train, n_test)
+        self.noise = _non_negative("noise", noise)
+
+    def shape(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` noise-free points ``(n, 2)`` and their labels ``(n,)`` (0 or 1), drawn from ``rng``."""
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.shape(rng, n)
+        return x + self.noise * rng.standard_normal((n, 2)), _binary(y)
+
+
+class Moons(_Noisy2D):
     """Two interleaving half circles (scikit-learn's ``make_moons``), binary: x ``(N, 2)``, y ``(N, 1)``.
 
     Class 0: ``(cos t, sin t)``; class 1: ``(1 − cos t, 0.5 − sin t)``; ``t ~ U(0, π)``; plus Gaussian noise
@@ -186,25 +201,18 @@ class Moons(_Generated):
     """
 
     name = "moons"
-    task = "binary"
-    classes = 2
 
     def __init__(self, seed: int = 0, n_train: int = 200, n_test: int = 100, noise: float = 0.1) -> None:
-        super().__init__(seed, n_train, n_test)
-        self.noise = _non_negative("noise", noise)
+        super().__init__(seed, n_train, n_test, noise)
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def shape(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         y = _balanced_labels(rng, n, 2)
         t = rng.uniform(0.0, math.pi, n)
-        x = np.where(
-            (y == 0)[:, None],
-            np.stack([np.cos(t), np.sin(t)], axis=1),
-            np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1),
-        )
-        return x + self.noise * rng.standard_normal((n, 2)), _binary(y)
+        upper = np.stack([np.cos(t), np.sin(t)], axis=1)
+        return np.where((y == 0)[:, None], upper, np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)), y
 
 
-class Circles(_Generated):
+class Circles(_Noisy2D):
     """Two concentric circles (scikit-learn's ``make_circles``), binary: x ``(N, 2)``, y ``(N, 1)``.
 
     Class 0 on the unit circle, class 1 on the circle of radius ``factor``, angle ``~ U(0, 2π)``, plus
@@ -212,25 +220,21 @@ class Circles(_Generated):
     """
 
     name = "circles"
-    task = "binary"
-    classes = 2
 
     def __init__(
         self, seed: int = 0, n_train: int = 200, n_test: int = 100, noise: float = 0.05, factor: float = 0.5
     ) -> None:
-        super().__init__(seed, n_train, n_test)
-        self.noise = _non_negative("noise", noise)
+        super().__init__(seed, n_train, n_test, noise)
         self.factor = _number("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def shape(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         y = _balanced_labels(rng, n, 2)
         angle = rng.uniform(0.0, 2 * math.pi, n)
         radius = np.where(y == 0, 1.0, self.factor)
-        x = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-        return x + self.noise * rng.standard_normal((n, 2)), _binary(y)
+        return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1), y
 
 
-class Xor(_Generated):
+class Xor(_Noisy2D):
     """The XOR problem, binary: x ``(N, 2)``, y ``(N, 1)``.
 
     Four Gaussian clusters (standard deviation ``noise``) at ``(±1, ±1)``; the label is 1 where the two
@@ -238,18 +242,14 @@ class Xor(_Generated):
     """
 
     name = "xor"
-    task = "binary"
-    classes = 2
 
     def __init__(self, seed: int = 0, n_train: int = 200, n_test: int = 100, noise: float = 0.25) -> None:
-        super().__init__(seed, n_train, n_test)
-        self.noise = _non_negative("noise", noise)
+        super().__init__(seed, n_train, n_test, noise)
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def shape(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         quadrant = _balanced_labels(rng, n, 4)
         signs = np.stack([quadrant & 1, quadrant >> 1], axis=1) * 2.0 - 1.0
-        y = (signs[:, 0] != signs[:, 1]).astype(np.int64)
-        return signs + self.noise * rng.standard_normal((n, 2)), _binary(y)
+        return signs, (signs[:, 0] != signs[:, 1]).astype(np.int64)
 
 
 class Spirals(_Generated):
@@ -287,14 +287,8 @@ class Blobs(_Generated):
     task = "multiclass"
 
     def __init__(
-        self,
-        seed: int = 0,
-        n_train: int = 300,
-        n_test: int = 150,
-        classes: int = 3,
-        features: int = 2,
-        noise: float = 1.0,
-        box: float = 10.0,
+        self, seed: int = 0, n_train: int = 300, n_test: int = 150, classes: int = 3, features: int = 2,
+        noise: float = 1.0, box: float = 10.0,
     ) -> None:
         super().__init__(seed, n_train, n_test)
         self.classes = _positive_int("classes", classes, minimum=2)

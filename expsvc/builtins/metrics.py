@@ -5,6 +5,12 @@ binary tasks (``bce_with_logits``), int class indices ``(R, N)`` for multiclass 
 ``(R, N, D)`` for regression.  ``target`` is the dataset's array without the replica axis: float 0/1
 ``(N, 1)``, int ``(N,)`` or float ``(N, D)``.  Every metric returns float64 ``(R,)``.
 
+Classification metrics compare *labels*.  A loss for regression targets (``mse``, ``sum_squared``) trained on
+binary 0/1 targets predicts numbers, not labels: its prediction ``p`` estimates P(y = 1), and the label is
+``p > 0.5`` (the decision rule of a least-squares classifier).  :func:`labels` turns such predictions into
+labels before any comparison, so accuracy is never a float compared with an integer.  Float predictions for
+class indices (a ``(N,)`` target) have no such rule and are refused.
+
 Precision, recall and F1 follow scikit-learn with ``zero_division=0``: a ratio whose denominator is 0
 (no predicted positives for precision, no actual positives for recall, neither for F1) counts as 0.0.
 Binary: the positive class is 1.  Multiclass: the macro average over the classes that occur in the target
@@ -28,6 +34,18 @@ def _check(name: str, pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
             "expected predictions (R, *target.shape) with a leading replica axis"
         )
     return pred, target
+
+
+def labels(name: str, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``pred`` as integer labels: unchanged if they already are; floats for a binary ``(N, K)`` target become
+    ``pred > 0.5``; floats for class indices are a ValueError naming the metric."""
+    pred = np.asarray(pred)
+    if pred.dtype.kind in "iub":
+        return pred
+    if np.asarray(target).ndim >= 2:
+        return (pred > 0.5).astype(np.int64)
+    raise ValueError(f"{name}: predictions are numbers (dtype {pred.dtype}) but the target holds class "
+                     "indices; use a classification loss such as cross_entropy")
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -79,6 +97,7 @@ class Accuracy(Metric):
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         pred, target = _check(self.name, pred, target)
+        pred = labels(self.name, pred, target)
         r = pred.shape[0]
         if target.size == 0:
             return np.full(r, np.nan)
@@ -97,6 +116,7 @@ class _ClassMetric(Metric):
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         pred, target = _check(self.name, pred, target)
+        pred = labels(self.name, pred, target)
         if target.ndim == 1:
             tp, predicted, support = _class_counts(pred, target)
             return _macro(self.score(tp, predicted, support), predicted, support)

@@ -8,6 +8,13 @@ from expsvc.core.optim import Scheduler
 from expsvc.hookspecs import hookimpl
 
 
+def _positive_int(name: str, value: object) -> int:
+    """``value`` when it is a positive integer (a bool is not); a ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 class Constant(Scheduler):
     """The base learning rate throughout."""
 
@@ -23,9 +30,7 @@ class StepLR(Scheduler):
     name = "step"
 
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size, self.gamma = step_size, float(gamma)
+        self.step_size, self.gamma = _positive_int("step_size", step_size), float(gamma)
 
     def lr(self, base_lr: float, epoch: int) -> float:
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -41,9 +46,7 @@ class Cosine(Scheduler):
     name = "cosine"
 
     def __init__(self, t_max: int, eta_min: float = 0.0) -> None:
-        if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
-            raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
-        self.t_max, self.eta_min = t_max, float(eta_min)
+        self.t_max, self.eta_min = _positive_int("t_max", t_max), float(eta_min)
 
     def lr(self, base_lr: float, epoch: int) -> float:
         return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.t_max)) / 2

@@ -72,6 +72,7 @@ def runs(
 ) -> None:
     """List runs, newest first: id, experiment, the parameters that vary, seed, status, final loss..."""
     from expsvc.analysis import listing, render
+    from expsvc.store import read
 
     if as_json and as_csv:
         fail("--json and --csv exclude each other; choose one")
@@ -81,9 +82,8 @@ def runs(
     wanted = limit if limit is not None else (TABLE_LIMIT if table else None)
     with _errors(), _store(db) as store:
         exp_id, _ = _experiment_id(store, experiment, latest=False)
-        with store.session() as session:
-            rows = listing.list_runs(session, where=where, experiment_id=exp_id, status=status, sort=sort,
-                                     limit=None if wanted is None else wanted + 1)
+        rows = read.runs(store, where=where, experiment_ids=None if exp_id is None else [exp_id], status=status,
+                         sort=sort, limit=None if wanted is None else wanted + 1)
     more = wanted is not None and len(rows) > wanted
     rows = rows[:wanted] if wanted is not None else rows
     if as_json:
@@ -106,12 +106,11 @@ def show(
     db: DbOption = None,
 ) -> None:
     """One run: config, components (plugin, package, version), status and error, summaries, loss sparkline."""
-    from expsvc.analysis import listing, render
+    from expsvc.analysis import render
+    from expsvc.store import read
 
     with _errors(), _store(db) as store:
-        run_id = store.resolve_run(run).id
-        with store.session() as session:
-            details = listing.run_details(session, run_id)
+        details = read.details(store, store.resolve_run(run).id)
     if as_json:
         from expsvc.files import strict_json
 
@@ -122,31 +121,12 @@ def show(
         out.print(item)
 
 
-def _metrics(session: Any, experiment_id: int, specs: list[str] | None, records: list[Any]) -> list[Any]:
-    """The metrics to compare: ``--metric`` values (checked against the data) or the defaults present."""
-    from expsvc.analysis.compare import DEFAULT_METRICS, CompareError, parse_metric, summary_keys
-    from expsvc.errors import did_you_mean
+def _curves(store: Any, groups: list[Any]) -> list[Any]:
+    from expsvc.analysis.plots import CurveGroup
+    from expsvc.store import read
 
-    if not specs:
-        present = [m for m in DEFAULT_METRICS if any(m.value(r) is not None for r in records)]
-        return present or list(DEFAULT_METRICS[:1])
-    metrics = [parse_metric(s) for s in specs]
-    keys = summary_keys(session, experiment_id)
-    for spec, m in zip(specs, metrics, strict=True):
-        if m.field.kind == "summary" and m.field.key not in keys:
-            raise CompareError(f"--metric {spec!r}: no run of this experiment has the metric {m.field.key!r}"
-                               f"{did_you_mean(m.field.key, keys)}; known: {', '.join(keys)}")
-    labels = [m.label for m in metrics]
-    if len(set(labels)) != len(labels):
-        raise CompareError(f"--metric given twice: {', '.join(labels)}")
-    return metrics
-
-
-def _curves(session: Any, experiment_id: int, groups: list[Any], run_ids: list[str] | None = None) -> list[Any]:
-    from expsvc.analysis.plots import CurveGroup, fetch_histories
-
-    hist = fetch_histories(session, experiment_id, "loss", run_ids)
-    return [CurveGroup(g.label, {r.id: hist[r.id] for r in g.runs if r.id in hist},
+    hist = read.histories(store, [r.id for g in groups for r in g.runs], "loss")
+    return [CurveGroup(g.label, {r.id: hist[r.id]["loss"] for r in g.runs if r.id in hist},
                        {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged")) for g in groups]
 
 
@@ -160,15 +140,24 @@ def _by(by: str | None) -> list[str] | None:
 
 
 def compare(
-    experiment: ExperimentOption = None,
+    experiment: Annotated[list[str] | None, typer.Option(
+        "--experiment", "-e", help="Experiment name; repeat to compare across experiments (default: the "
+                                   "latest).")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated) instead of "
-                                                        "the whole configuration, e.g. optimizer,lr.")] = None,
+                                                        "the whole configuration, e.g. optimizer,lr "
+                                                        "('experiment' groups by experiment).")] = None,
+    pool: Annotated[bool, typer.Option("--pool", help="Allow a group to pool several configurations (or "
+                                                      "versions): compared without pairing, with a warning. "
+                                                      "Without it such a grouping is refused.")] = False,
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric to compare; repeatable: "
-                                                     "final_loss, min_loss, test_accuracy, accuracy (= test), "
-                                                     "min(loss), updates, duration; ':lower'/':higher' sets the "
+                                                     "final_loss (full training set), last_batch_loss, "
+                                                     "min_loss, test_accuracy, accuracy (= test), min(loss), "
+                                                     "updates, duration; ':lower'/':higher' sets the "
                                                      "direction.")] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline group: a label or a value such as "
-                                                                    "mini_bgd (default: the first group).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline group: a label, a value such as "
+                                                                    "mini_bgd, settings such as 'lr=0.1' or an "
+                                                                    "optimizer spec such as 'adamw(lr=0.001)' "
+                                                                    "(default: the first group).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, markdown, json or csv.")] = "table",
     plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.",
                                              metavar="FILE")] = None,
@@ -185,20 +174,15 @@ def compare(
     if plot is not None:
         check_outputs(db, force, ("--plot", plot, "png"))
     with _errors(), _store(db) as store:
-        exp_id, exp_name = _experiment_id(store, experiment, latest=True)
-        assert exp_id is not None
-        with store.session() as session:
-            records = cmp.load_records(session, experiment_id=exp_id)
-            if not records:
-                fail(f"experiment {exp_name!r} has no runs")
-            metrics = _metrics(session, exp_id, metric, records)
-            groups = cmp.group_runs(records, keys)
-            result = cmp.compare_groups(groups, metrics, cmp.find_baseline(groups, baseline), experiment=exp_name)
-            curves = _curves(session, exp_id, groups) if plot else None
-        if curves is not None and plot is not None:
+        refs = list(dict.fromkeys(experiment)) if experiment else [None]
+        exps = [store.resolve_experiment(ref) for ref in refs]
+        result, groups = cmp.compare_experiments(
+            store, {e.id: e.name for e in exps}, by=keys, pool=pool, metrics=metric, baseline=baseline)
+        if plot:
             from expsvc.analysis.plots import plot_loss_curves
 
-            info = plot_loss_curves(curves, plot, title=f"{exp_name}: training loss, mean and 95 % t band")
+            info = plot_loss_curves(_curves(store, groups), plot,
+                                    title=f"{result.experiment}: training loss, mean and 95 % t band")
     if fmt == "json":
         typer.echo(render.compare_json(result))
     elif fmt == "csv":
@@ -246,6 +230,7 @@ def plot(
         typer.echo(f"wrote {info.path} ({info.points} points, {info.wrong} wrong)")
         return
     from expsvc.analysis import compare as cmp
+    from expsvc.store import read
 
     keys = _by(by)
     with _errors(), _store(db) as store:
@@ -258,12 +243,12 @@ def plot(
             exp_id_opt, exp_name = _experiment_id(store, experiment, latest=True)
             assert exp_id_opt is not None
             exp_id = exp_id_opt
-        with store.session() as session:
-            records = cmp.load_records(session, experiment_id=exp_id, run_ids=run_ids, summary_keys=())
-            if not records:
-                fail(f"experiment {exp_name!r} has no runs")
-            groups = cmp.group_runs(records, keys)
-            curves = _curves(session, exp_id, groups, run_ids)
+        records = read.records(store, experiment_ids=[exp_id], run_ids=run_ids, summary_keys=())
+        if not records:
+            fail(f"experiment {exp_name!r} has no runs")
+        cmp.resolve_params(records)
+        groups = cmp.group_runs(records, keys)
+        curves = _curves(store, groups)
         info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y,
                                       title=f"{exp_name}: training loss, mean and 95 % t band")
     for note in info.notes:
@@ -283,7 +268,7 @@ def export(
 ) -> None:
     """Export runs with their config, parameters and summaries (and histories) as CSV or JSON."""
     from expsvc.analysis import export as exp
-    from expsvc.analysis import listing
+    from expsvc.store import read
 
     if fmt not in exp.FORMATS:
         fail(f"--format {fmt!r}: allowed: {', '.join(exp.FORMATS)}")
@@ -294,9 +279,8 @@ def export(
         check_outputs(db, force, *outputs)
     with _errors(), _store(db) as store:
         exp_id, _ = _experiment_id(store, experiment, latest=False)
-        with store.session() as session:
-            ids = listing.select_run_ids(session, where=where, experiment_id=exp_id)
-            written = exp.export_runs(session, ids, out, fmt, history=history)
+        ids = read.run_ids(store, where=where, experiment_ids=None if exp_id is None else [exp_id])
+        written = exp.export_runs(store, ids, out, fmt, history=history)
     if written:
         typer.echo(f"exported {len(ids)} runs to {', '.join(written)}", err=True)
 
@@ -310,7 +294,7 @@ def rm(
     db: DbOption = None,
 ) -> None:
     """Delete runs (by id, --where or --experiment) with everything that belongs to them."""
-    from expsvc.analysis import listing
+    from expsvc.store import read
 
     modes = sum(bool(m) for m in (runs_, where, experiment))
     if modes != 1:
@@ -320,8 +304,7 @@ def rm(
             ids = list(dict.fromkeys(store.resolve_run(r).id for r in runs_))
         else:
             exp_id, _ = _experiment_id(store, experiment, latest=False)
-            with store.session() as session:
-                ids = listing.select_run_ids(session, where=where, experiment_id=exp_id)
+            ids = read.run_ids(store, where=where, experiment_ids=None if exp_id is None else [exp_id])
         if not ids:
             typer.echo("no runs match; nothing deleted")
             return

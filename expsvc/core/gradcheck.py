@@ -10,11 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
 from expsvc.core.layer import Layer, Sequential
 from expsvc.core.loss import Loss
+
+
+class CheckOptions(TypedDict, total=False):
+    """Options every gradient check takes (keyword arguments; defaults in :data:`DEFAULTS`)."""
+
+    replicas: int  # replicas checked at once (each with its own parameters)
+    seed: int  # of the random inputs, upstream gradient and initialisation
+    h: float  # central-difference step
+    tol: float  # largest relative error that passes
+    name: str | None  # reported name (default: the component's)
+
+
+DEFAULTS = CheckOptions(replicas=2, seed=0, h=1e-6, tol=1e-7, name=None)
+
+
+def _options(options: CheckOptions) -> tuple[int, int, float, float, str | None]:
+    """``(replicas, seed, h, tol, name)``: the given options over :data:`DEFAULTS`."""
+    o = {**DEFAULTS, **options}
+    return o["replicas"], o["seed"], o["h"], o["tol"], o["name"]  # type: ignore[return-value]
 
 
 @dataclass
@@ -67,11 +87,7 @@ def gradcheck_layer(
     in_features: int | None = None,
     in_shape: tuple[int, ...] | None = None,
     batch: int = 3,
-    replicas: int = 2,
-    seed: int = 0,
-    h: float = 1e-6,
-    tol: float = 1e-7,
-    name: str | None = None,
+    **options: Unpack[CheckOptions],
 ) -> GradcheckResult:
     """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, *in_shape)`` input.
 
@@ -79,6 +95,7 @@ def gradcheck_layer(
     that draws randomness (dropout) draws the same numbers in every evaluation: its streams are rewound to
     one saved state before each forward pass, so the check sees one fixed function.
     """
+    replicas, seed, h, tol, name = _options(options)
     rng = np.random.default_rng(seed)
     shape = in_shape if in_shape is not None else (in_features,) if in_features is not None else layer.gradcheck_shape
     model = Sequential([layer]).build(tuple(shape), [np.random.default_rng(seed + 1 + r) for r in range(replicas)])
@@ -107,17 +124,10 @@ def gradcheck_layer(
 
 
 def gradcheck_loss(
-    loss: Loss,
-    *,
-    out_features: int = 3,
-    batch: int = 4,
-    replicas: int = 2,
-    seed: int = 0,
-    h: float = 1e-6,
-    tol: float = 1e-7,
-    name: str | None = None,
+    loss: Loss, *, out_features: int = 3, batch: int = 4, **options: Unpack[CheckOptions]
 ) -> GradcheckResult:
     """Check ``loss``'s gradient with respect to its prediction, on random predictions and valid targets."""
+    replicas, seed, h, tol, name = _options(options)
     rng = np.random.default_rng(seed)
     pred = loss.sample_input(rng, (replicas, batch, out_features))
     target = loss.sample_target(rng, pred.shape)

@@ -18,15 +18,7 @@ from sqlalchemy import exc
 
 from expsvc.store import bulk
 from expsvc.store.engine import StoreError, as_utc, display_url, parse_url, sqlite_path
-from expsvc.store.models import (
-    Experiment,
-    MetricChunk,
-    MetricSummary,
-    Run,
-    RunArtifact,
-    RunComponent,
-    RunParam,
-)
+from expsvc.store.models import Experiment, MetricChunk, MetricSummary, Run, RunArtifact, RunComponent, RunParam
 from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts, storable
 
 BATCH_RUNS = 100

@@ -16,7 +16,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from expsvc.store.engine import StoreError
-from expsvc.store.models import SUMMARY_FIELDS, MetricChunk, Run
+from expsvc.store.models import MetricChunk, Run
+from expsvc.store.vocab import SUMMARY_FIELDS
 
 DTYPE = np.dtype("<f8")
 STEP_MIN, STEP_MAX = -(2**31), 2**31 - 1  # the step columns are 32-bit integers on every backend

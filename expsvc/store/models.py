@@ -105,11 +105,6 @@ class MetricChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
-SUMMARY_FIELDS = (  # the statistics columns of metric_summaries, in order
-    "first", "last", "last_step", "min", "min_step", "max", "max_step", "mean", "count", "nan_count",
-)  # fmt: skip
-
-
 class MetricSummary(Base):
     """Summary of one metric of one run, kept up to date with every history flush.
 

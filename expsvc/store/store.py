@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import math
-import numbers
 import os
 import re
 import socket
@@ -46,22 +45,17 @@ from expsvc.store.engine import (
     utcnow,
     write_engine,
 )
-from expsvc.store.models import (
+from expsvc.store.models import Base, Experiment, MetricChunk, MetricSummary, Run, RunArtifact, RunComponent, RunParam
+from expsvc.store.vocab import (  # noqa: F401 (STATUSES: re-exported)
+    FINISHED_STATUSES,
+    RESUMABLE,
+    STATUSES,
     SUMMARY_FIELDS,
-    Base,
-    Experiment,
-    MetricChunk,
-    MetricSummary,
-    Run,
-    RunArtifact,
-    RunComponent,
-    RunParam,
+    UNFINISHED,
+    decode_param,
+    encode_param,
 )
 
-STATUSES = ("queued", "running", "finished", "diverged", "failed", "interrupted")
-UNFINISHED = ("queued", "running")
-RESUMABLE = ("queued", "failed", "interrupted")  # what ``expsvc run --resume`` runs again
-FINISHED_STATUSES = ("finished", "diverged", "failed", "interrupted")
 DEFAULT_STALE_SECONDS = 600.0
 if TYPE_CHECKING:  # numpy and the history module load on first use: read-only commands never need them
     import numpy as np
@@ -114,37 +108,6 @@ def _num(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def _param_columns(value: object) -> tuple[str | None, float | None]:
-    """(value_text, value_num) for a param: numbers in both, bools as 0/1 with text true/false, text only."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":  # numpy bools
-        return ("true" if value else "false"), float(bool(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value)), float(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return repr(number), _num(number)
-    if isinstance(value, str):
-        return value, None
-    return json.dumps(value, sort_keys=True, default=str), None
-
-
-def _param_value(text: str | None, num: float | None) -> object:
-    """Invert :func:`_param_columns`."""
-    if num is None:
-        if text == "nan":
-            return math.nan
-        return text
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    if text is not None and re.fullmatch(r"-?\d+", text):
-        return int(text)
-    return float(num)
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -407,6 +370,11 @@ class RunStore:
             except StoreError as err:
                 raise StoreError(f"{err}; nothing was written") from None
         self._verified = True
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A Core connection in one read transaction: what :mod:`expsvc.store.read` queries through."""
+        with self._tx(write=False) as conn:
+            yield conn
 
     def current_revision(self) -> str | None:
         """The schema revision of the database (head after a successful open)."""
@@ -497,7 +465,7 @@ class RunStore:
             })
             for key, value in new.params.items():
                 storable(key, "parameter name")
-                text, num = _param_columns(value)
+                text, num = encode_param(value)
                 if text is not None:
                     storable(text, f"parameter {key!r}")
                 param_rows.append({"run_id": run_id, "key": key, "value_text": text, "value_num": num})
@@ -1005,7 +973,7 @@ class RunStore:
             for chunk in _chunks(ids):
                 query = sa.select(_params).where(_params.c.run_id.in_(chunk)).order_by(_params.c.run_id, _params.c.key)
                 for row in conn.execute(query):
-                    result[row.run_id][row.key] = _param_value(row.value_text, row.value_num)
+                    result[row.run_id][row.key] = decode_param(row.value_text, row.value_num)
         return result
 
     def components(self, run_id: str) -> list[ComponentRecord]:
