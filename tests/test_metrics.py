@@ -175,12 +175,17 @@ def _fitted_outputs(loss: object, y: np.ndarray, task: str) -> np.ndarray:
     """Outputs ``(2, N, O)`` that (nearly) minimise ``loss`` on ``y``, found by descending the loss's own
     ``backward`` from zero: what a perfectly trained model would output."""
     outputs = 3 if task == "multiclass" else y.shape[1]
-    out = np.zeros((2, y.shape[0], outputs))
+    shape = (2, y.shape[0], outputs)
+    sample = loss.sample_input(np.random.default_rng(0), shape)  # type: ignore[attr-defined]
+    probabilities = bool(np.all((sample > 0) & (sample < 1)))  # a loss on probabilities (bce) stays in (0, 1)
+    out = np.full(shape, 0.5 if probabilities else 0.0)
     target = np.broadcast_to(y, (2, *y.shape))
     for t in range(300):
         loss.forward(out, target)  # type: ignore[attr-defined]
         g = loss.backward()  # type: ignore[attr-defined]
         out -= (0.5 / (1 + 0.05 * t)) * g / (np.abs(g).max() + 1e-12)
+        if probabilities:
+            out = np.clip(out, 1e-6, 1 - 1e-6)
     return out
 
 
