@@ -181,7 +181,29 @@ def varying_params(rows: Sequence[RunRow]) -> list[str]:
     return label_keys(list(configs.values()))
 
 
-# ----------------------------------------------------------------------------------------------- show
+def identifying_params(session: Session, rows: Sequence[RunRow]) -> list[str]:
+    """The columns that identify the listed runs: the optimizer, the parameters that tell the configurations
+    of each listed run's experiment apart -- all of the experiment's configurations, not only the printed
+    ones, so that three printed adamw runs of an adamw-vs-lion experiment still say adamw -- and those that
+    vary among the listed runs.
+    """
+    names = sorted({r.experiment for r in rows})
+    exp = Experiment.__table__.c
+    configs: dict[tuple[str, str], dict[str, Any]] = {}
+    for i in range(0, len(names), 500):
+        q = (select(exp.name, _RUNS.group_key, _PARAMS.key, _PARAMS.value_text, _PARAMS.value_num).distinct()
+             .join(Run.__table__, _RUNS.id == _PARAMS.run_id).join(Experiment.__table__, exp.id == _RUNS.experiment_id)
+             .where(exp.name.in_(names[i : i + 500])))
+        for name, group, key, text, num in session.execute(q):
+            configs.setdefault((name, group), {})[key] = param_value(text, num)
+    for r in rows:  # runs without stored parameters still count as a configuration
+        configs.setdefault((r.experiment, r.group_key), r.params)
+    keys: list[str] = ["optimizer"] if any("optimizer" in r.params for r in rows) else []
+    for name in names:
+        keys += [k for k in label_keys([c for (n, _), c in configs.items() if n == name]) if k not in keys]
+    return keys + [k for k in varying_params(rows) if k not in keys]  # and what varies among the rows
+
+
 @dataclass
 class RunDetails:
     """Everything ``expsvc show`` prints about one run."""

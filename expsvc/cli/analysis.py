@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, console, fail, open_store
+from expsvc.cli.common import DbOption, WideOption, fail, open_store, output_width
 
 ExperimentOption = Annotated[
     str | None, typer.Option("--experiment", "-e", help="Experiment name (default: all for runs/export, the "
@@ -67,9 +66,11 @@ def runs(
                                                                     f"{TABLE_LIMIT}).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
-    """List runs, newest first: id, experiment, the parameters that vary, seed, status, final loss..."""
+    """List runs, newest first: id, experiment, the optimizer and the parameters that tell each experiment's
+    configurations apart, seed, status, final loss... (fitted to the terminal; --wide for every column)."""
     from expsvc.analysis import listing, render
 
     if as_json and as_csv:
@@ -83,8 +84,9 @@ def runs(
         with store.session() as session:
             rows = listing.list_runs(session, where=where, experiment_id=exp_id, status=status, sort=sort,
                                      limit=None if wanted is None else wanted + 1)
-    more = wanted is not None and len(rows) > wanted
-    rows = rows[:wanted] if wanted is not None else rows
+            more = wanted is not None and len(rows) > wanted
+            rows = rows[:wanted] if wanted is not None else rows
+            params = listing.identifying_params(session, rows) if table and rows else []
     if as_json:
         typer.echo(render.runs_json(rows))
         return
@@ -94,7 +96,7 @@ def runs(
     if not rows:
         typer.echo("no runs match")
         return
-    typer.echo(render.runs_table(rows, listing.varying_params(rows)))
+    typer.echo(render.runs_table(rows, params, width=output_width(wide)))
     if more:
         typer.echo(f"showing the first {wanted} runs; more match (use --limit)")
 
@@ -102,6 +104,7 @@ def runs(
 def show(
     run: Annotated[str, typer.Argument(help="Run id or any unique prefix.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """One run: config, components (plugin, package, version), status and error, summaries, loss sparkline."""
@@ -116,9 +119,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(details.to_dict(), indent=2, default=str))
         return
-    out = console()
-    for item in render.show_text(details):
-        out.print(item)
+    typer.echo("\n".join(render.show_text(details, width=output_width(wide))))
 
 
 def _metrics(session: Any, experiment_id: int, specs: list[str] | None, records: list[Any]) -> list[Any]:
@@ -170,6 +171,7 @@ def compare(
                                                                     "mini_bgd (default: the first group).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, markdown, json or csv.")] = "table",
     plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.")] = None,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """Compare the groups of an experiment with a baseline: intervals, paired/Welch tests, P(better)."""
@@ -201,7 +203,7 @@ def compare(
     elif fmt == "markdown":
         typer.echo(render.compare_markdown(result), nl=False)
     else:
-        typer.echo(render.compare_table(result, width=max(80, shutil.get_terminal_size().columns)))
+        typer.echo(render.compare_table(result, width=output_width(wide)))
     if plot:
         typer.echo(f"wrote {info.path} ({info.lines} runs, {info.bands} bands)", err=True)
 

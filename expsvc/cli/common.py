@@ -32,6 +32,27 @@ def open_store(db: str | None, *, create: bool = False) -> Any:
         fail(str(err))
 
 
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Every column at full width, whatever the terminal's width.")]
+
+
+def output_width(wide: bool = False) -> int | None:
+    """How many columns a table may use: None (no limit) with ``--wide``; else ``$COLUMNS``; else the
+    terminal's width; and no limit when standard output is not a terminal (a file or a pipe gets one whole
+    line per row, so it stays easy to parse; set ``COLUMNS`` to fit it anyway)."""
+    if wide:
+        return None
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    import shutil
+    import sys
+
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def console(stderr: bool = False) -> Any:
     from rich.console import Console
 

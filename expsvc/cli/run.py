@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, console, fail
+from expsvc.cli.common import DbOption, WideOption, console, fail, output_width
 
 
 def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | None:
@@ -26,31 +26,22 @@ def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | N
     return out
 
 
-def _summary(result: Any) -> None:
-    import numpy as np
-    from rich.table import Table
+def _summary(result: Any, wide: bool = False) -> None:
+    from expsvc.analysis.render import run_summary
 
-    table = Table("group", "runs", "final loss (mean ± std)", "test accuracy", "updates", title=result.experiment)
+    groups = []
     for group in result.groups:
         counts: dict[str, int] = {}
         for o in group.outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
         done = [o for o in group.outcomes if o.final_loss is not None and o.status == "finished"]
-        losses = np.array([o.final_loss for o in done], dtype=float)
-        acc = np.array([o.metrics.get("test_accuracy", np.nan) for o in done], dtype=float)
-        upd = np.array([o.updates for o in done], dtype=float)
-        loss_text = "-"
-        if len(losses):
-            loss_text = f"{losses.mean():.4f} ± {losses.std(ddof=1):.4f}" if len(losses) > 1 else f"{losses[0]:.4f}"
-        table.add_row(
-            group.label,
-            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
-            loss_text,
-            f"{np.nanmean(acc):.3f}" if len(acc) and not np.isnan(acc).all() else "-",
-            f"{upd.mean():.0f}" if len(upd) else "-",
-        )
-    out = console()
-    out.print(table)
+        groups.append((
+            group.label, ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            [o.final_loss for o in done],
+            [o.metrics["test_accuracy"] for o in done if o.metrics.get("test_accuracy") is not None],
+            [float(o.updates) for o in done if o.updates is not None],
+        ))
+    typer.echo(run_summary(f"experiment {result.experiment}", groups, width=output_width(wide)))
 
 
 def run(
@@ -75,6 +66,7 @@ def run(
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
     no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run seeds one by one.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
+    wide: WideOption = False,
     executor: Annotated[str, typer.Option("--executor", help="local (processes here) or dask.")] = "local",
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster).")
@@ -101,7 +93,7 @@ def run(
         given = [flag for flag, value in grid.items() if value not in (None, [])]
         if given:
             fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
-        _resume(resume, db, jobs, not no_vectorize, quiet, runner)
+        _resume(resume, db, jobs, not no_vectorize, quiet, runner, wide)
         return
     if seeds is not None and seed:
         fail("--seeds and --seed exclude each other; give a count or pick seeds")
@@ -132,10 +124,11 @@ def run(
             for config in experiment.spec.configs() for _ in range(len(experiment.spec.seeds) // per_task)]
     result = _execute(runner, bars, quiet, lambda progress: experiment.run(
         db=db, jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
-    _report(result, db, quiet)
+    _report(result, db, quiet, wide)
 
 
-def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any) -> None:
+def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any,
+            wide: bool = False) -> None:
     """``expsvc run --resume NAME``: run again what did not finish, with the stored configs and seeds."""
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import plan_resume
@@ -156,7 +149,7 @@ def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet:
         typer.echo(f"resuming {len(plan.run_ids)} of {total} runs of experiment {plan.experiment!r}", err=True)
     result = _execute(runner, bars, quiet, lambda progress: plan.run(
         jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
-    _report(result, db, quiet)
+    _report(result, db, quiet, wide)
 
 
 def _execute(runner: Any, bars: list[tuple[str, int]], quiet: bool, call: Any) -> Any:
@@ -188,13 +181,16 @@ def _started(runner: Any) -> Iterator[None]:
             close()
 
 
-def _report(result: Any, db: str | None, quiet: bool) -> None:
+def _report(result: Any, db: str | None, quiet: bool, wide: bool = False) -> None:
     if not quiet:
-        _summary(result)
+        _summary(result, wide)
+        import textwrap
+
         hint = "expsvc compare" + (f" --db {_shown(db)}" if db else "")
-        typer.echo(f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
-                   + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items()))
-                   + f". Next: {hint}")
+        text = (f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
+                + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())) + f". Next: {hint}")
+        width = output_width(wide)
+        typer.echo("\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) if width else text)
     if result.statuses().get("failed"):
         raise typer.Exit(1)
 
