@@ -15,7 +15,7 @@ Grammar (EBNF; keywords are case-insensitive)::
     cmp_op     = "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" ;
     field      = "params." key | "metrics." key | stat "(" key ")" | run_field ;
     stat       = "first" | "last" | "min" | "max" | "mean" ;
-    run_field  = "status" | "seed" | "updates" | "epochs" | "duration" | "experiment" | "group" | "id" ;
+    run_field  = "status" | "seed" | "updates" | "epochs" | "duration" | "experiment" | "tag" | "group" | "id" ;
     value      = [ "-" | "+" ] number | string ;
     number     = digits [ "." digits ] [ ("e" | "E") [ "+" | "-" ] digits ] | "." digits [ exponent ] ;
     string     = "'" { char | "\\" escape } "'" | '"' { char | "\\" escape } '"' ;
@@ -27,7 +27,9 @@ statistic.  The unprefixed names ``accuracy``, ``precision``, ``recall``, ``f1``
 test-set value (``metrics.accuracy`` is ``test_accuracy``).  A comparison with a missing value (no such
 parameter, no such summary, a NaN summary, a NULL run column) is false, and ``not`` is plain boolean
 negation, so ``not (x = 1)`` holds for runs without ``x``.  ``like`` is case-insensitive with the SQL
-``%``/``_`` wildcards; a backslash escapes them (written ``\\\\%`` inside the quotes).
+``%``/``_`` wildcards; a backslash escapes them (written ``\\\\%`` inside the quotes).  ``tag`` is the set of
+the run's experiment's tags: ``tag = 'x'``, ``tag in (...)`` and ``tag like ...`` hold when some tag matches,
+``tag != 'x'``, ``not in`` and ``not like`` when none does.
 Limits: 2,000 characters, nesting depth 32, finite numbers.
 """
 
@@ -44,7 +46,7 @@ from sqlalchemy import and_, exists, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from expsvc.errors import ExpsvcError, did_you_mean
-from expsvc.store.models import Experiment, MetricSummary, Run, RunParam
+from expsvc.store.models import Experiment, ExperimentTag, MetricSummary, Run, RunParam
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
@@ -63,6 +65,7 @@ RUN_FIELDS: dict[str, tuple[Any, str]] = {
     "epochs": (Run.epochs, "num"),
     "duration": (Run.duration, "num"),
     "experiment": (Experiment.name, "text"),
+    "tag": (ExperimentTag.tag, "text"),
     "group": (Run.group_key, "text"),
     "id": (Run.id, "text"),
 }
@@ -546,8 +549,23 @@ def compile_node(node: Node) -> ColumnElement[bool]:
             MetricSummary.run_id == Run.id, MetricSummary.key == f.key, col.is_not(None), _match(col, node)))
     if f.key == "experiment":
         return exists(select(Experiment.id).where(Experiment.id == Run.experiment_id, _match(Experiment.name, node)))
+    if f.key == "tag":
+        negative, positive = _set_condition(node)
+        found = exists(select(ExperimentTag.tag).where(ExperimentTag.experiment_id == Run.experiment_id,
+                                                      _match(ExperimentTag.tag, positive)))
+        return not_(found) if negative else found
     col = RUN_FIELDS[f.key][0]
     return and_(col.is_not(None), _match(col, node))
+
+
+def _set_condition(node: Compare | InList | Like) -> tuple[bool, Compare | InList | Like]:
+    """A condition on a set-valued field (``tag``) as (negative, its positive form): ``tag = 'x'``, ``in`` and
+    ``like`` hold when some member matches; ``!=``, ``not in`` and ``not like`` when no member matches."""
+    if isinstance(node, Compare):
+        return (True, Compare(node.field, "=", node.value)) if node.op == "!=" else (False, node)
+    if isinstance(node, InList):
+        return node.negated, InList(node.field, node.values, False)
+    return node.negated, Like(node.field, node.pattern, False)
 
 
 def check_keys(node: Node, text: str, params: Iterable[str] = (), metrics: Iterable[str] = ()) -> None:
@@ -589,8 +607,16 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
         value = run.get("summaries", {}).get(f.key, {}).get(f.stat)
         if value is not None and math.isnan(value):
             value = None
+    elif f.key == "tag":
+        negative, positive = _set_condition(node)
+        return any(_holds(positive, t) for t in run.get("tags", ())) != negative
     else:
         value = run.get(f.key)
+    return _holds(node, value)
+
+
+def _holds(node: Compare | InList | Like, value: Any) -> bool:
+    """Whether one value meets a condition (a missing value meets none)."""
     if value is None:
         return False
     if isinstance(node, Compare):

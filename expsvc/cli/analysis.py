@@ -16,8 +16,8 @@ ExperimentOption = Annotated[
                                                         "latest for compare/plot).")]
 WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
-                                                   "(see docs: fields params.K, metrics.K, min/max/last/first/mean(K), "
-                                                   "status, seed, updates, epochs, duration, experiment, group, id).")]
+                                                   "(fields params.K, metrics.K, min/max/last/first/mean(K), status, "
+                                                   "seed, updates, epochs, duration, experiment, tag, group, id).")]
 COMPARE_FORMATS = ("table", "markdown", "json", "csv")
 TABLE_LIMIT = 100
 

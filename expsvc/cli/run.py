@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, WideOption, console, fail, output_width
+from expsvc.cli.common import HELP_DEFAULTS, DbOption, WideOption, console, fail, output_width
 
 
 def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | None:
@@ -46,21 +46,32 @@ def _summary(result: Any, wide: bool = False) -> None:
 
 def run(
     file: Annotated[str | None, typer.Argument(help="A TOML experiment file (flags override its values).")] = None,
-    opt: Annotated[list[str] | None, typer.Option("--opt", help="Optimizer spec; repeat for a grid.")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="Run seeds 0..N-1.")] = None,
+    opt: Annotated[list[str] | None, typer.Option(
+        "--opt", help="Optimizer spec; repeat for a grid (default: {optimizer}).")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Run seeds 0..N-1 (default: {seeds}). A seed sets the initial weights and the batch "
+                        "order; the data is the same for every seed unless --data-seed says otherwise.")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Run this seed; repeatable.")] = None,
-    lr: Annotated[list[str] | None, typer.Option("--lr", help="Learning rate; repeat for a grid.")] = None,
-    epochs: Annotated[list[str] | None, typer.Option("--epochs", help="Maximum epochs; repeatable.")] = None,
-    batch_size: Annotated[list[str] | None, typer.Option("--batch-size", help="Batch size; repeatable.")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="Layers, e.g. 'linear(5), tanh, linear(1)'.")]
-    = None,
-    loss: Annotated[list[str] | None, typer.Option("--loss", help="Loss spec; repeatable.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Dataset spec; repeatable.")] = None,
-    schedule: Annotated[list[str] | None, typer.Option("--schedule", help="LR schedule spec; repeatable.")] = None,
-    tol: Annotated[str | None, typer.Option("--tol", help="Stop when the last loss changes less (0: never).")]
-    = None,
-    shuffle: Annotated[bool | None, typer.Option("--shuffle/--no-shuffle", help="Reshuffle every epoch.")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="float64 (default) or float32.")] = None,
+    lr: Annotated[list[str] | None, typer.Option(
+        "--lr", help="Learning rate; repeat for a grid (default: {lr}).")] = None,
+    epochs: Annotated[list[str] | None, typer.Option(
+        "--epochs", help="Maximum epochs; repeatable (default: {epochs}).")] = None,
+    batch_size: Annotated[list[str] | None, typer.Option(
+        "--batch-size", help="Batch size; repeatable (default: {batch_size}).")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Layers; repeatable (default: '{model}').")] = None,
+    loss: Annotated[list[str] | None, typer.Option(
+        "--loss", help="Loss spec; repeatable (default: {loss}).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="Dataset spec; repeatable (default: {dataset}; see `expsvc components dataset`).")] = None,
+    schedule: Annotated[list[str] | None, typer.Option(
+        "--schedule", help="LR schedule spec; repeatable (default: {schedule}).")] = None,
+    tol: Annotated[str | None, typer.Option(
+        "--tol", help="Stop when the last update's loss changes less than this between epochs (default: {tol}; "
+                      "0: never stop early).")] = None,
+    shuffle: Annotated[bool | None, typer.Option(
+        "--shuffle/--no-shuffle", help="Reshuffle every epoch (default: batches in order).")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float64 or float32 (default: {dtype}).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
@@ -222,5 +233,13 @@ def _with_progress(bars: list[tuple[str, int]], call: Any) -> Any:
     return result
 
 
+def _help_defaults() -> dict[str, str]:
+    """The ``{key}`` values of ``run``'s help: the spec's defaults (lists joined with commas)."""
+    from expsvc.runner.spec import DEFAULTS
+
+    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in DEFAULTS.items()}
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    HELP_DEFAULTS["run"] = _help_defaults
