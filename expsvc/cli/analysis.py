@@ -147,7 +147,8 @@ def _curves(session: Any, experiment_id: int, groups: list[Any], run_ids: list[s
 
     hist = fetch_histories(session, experiment_id, "loss", run_ids)
     return [CurveGroup(g.label, {r.id: hist[r.id] for r in g.runs if r.id in hist},
-                       {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged")) for g in groups]
+                       {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged"),
+                       {r.id: r.status for r in g.runs}) for g in groups]
 
 
 def _by(by: str | None) -> list[str] | None:
@@ -217,7 +218,11 @@ def plot(
     x: Annotated[
         str, typer.Option("--x", help="x axis: epoch (mean loss per epoch) or update (every step).")
     ] = "epoch",
-    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis.")] = False,
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis (geometric mean, band from the "
+                                                         "mean log loss).")] = False,
+    smooth: Annotated[float, typer.Option("--smooth", help="Smooth each curve with TensorBoard's debiased EMA "
+                                                           "of this weight, 0 (none) to <1, e.g. 0.9; the raw "
+                                                           "mean stays faint.")] = 0.0,
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
                                                                 "predictions.png).")] = None,
     db: DbOption = None,
@@ -260,7 +265,7 @@ def plot(
                 fail(f"experiment {exp_name!r} has no runs")
             groups = cmp.group_runs(records, keys)
             curves = _curves(session, exp_id, groups, run_ids)
-        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y,
+        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y, smooth=smooth,
                                       title=f"{exp_name}: training loss, mean and 95 % t band")
     for note in info.notes:
         typer.echo(f"note: {note}", err=True)
