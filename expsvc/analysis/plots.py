@@ -279,7 +279,7 @@ def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, s
     fig.tight_layout(rect=(0, 0.35 / height, 1, 1))
     info.title = ax.get_title()
     info.legend_clear = _legend_clear(fig, ax, outside)
-    _save(fig, info.path)
+    _save(fig, info.path, whole=outside)
     plt.close(fig)
     return info
 
@@ -303,9 +303,10 @@ def _legend_label(g: CurveGroup, curve: MeanCurve) -> str:
     return text
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, *, whole: bool = False) -> None:
+    """Write the PNG; ``whole`` grows the canvas to take in artists outside the axes (a legend below them)."""
     try:
-        fig.savefig(path, format="png")
+        fig.savefig(path, format="png", **({"bbox_inches": "tight", "pad_inches": 0.15} if whole else {}))
     except OSError as err:
         raise PlotError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
 

@@ -26,6 +26,16 @@ def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | N
     return out
 
 
+def _data_seed(raw: str | None) -> int | str | None:
+    """``--data-seed``: ``run`` or an integer (checked further by the spec)."""
+    if raw is None or raw == "run":
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        fail(f"--data-seed: {raw!r} is not allowed; expected 'run' or an integer seed >= 0")
+
+
 def _summary(result: Any, wide: bool = False) -> None:
     from expsvc.analysis.render import run_summary
 
@@ -72,6 +82,11 @@ def run(
     shuffle: Annotated[bool | None, typer.Option(
         "--shuffle/--no-shuffle", help="Reshuffle every epoch (default: batches in order).")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float64 or float32 (default: {dtype}).")] = None,
+    data_seed: Annotated[str | None, typer.Option(
+        "--data-seed", metavar="SEED|run", help="Seed of the data. Default: the dataset's own seed argument (0 "
+        "unless the dataset spec says otherwise), the same data for every run seed, so seeds are paired. "
+        "An integer draws every run's data with it; 'run' resamples the data with each run's seed (seeds then "
+        "train one by one).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
@@ -90,6 +105,7 @@ def run(
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import Experiment
     from expsvc.runner.executors import make_executor
+    from expsvc.runner.spec import shares_data
 
     if jobs is not None and jobs < 1:
         fail(f"--jobs: {jobs} is not allowed; expected a positive integer")
@@ -100,7 +116,8 @@ def run(
     if resume is not None:
         grid = {"FILE": file, "--opt": opt, "--seeds": seeds, "--seed": seed, "--lr": lr, "--epochs": epochs,
                 "--batch-size": batch_size, "--model": model, "--loss": loss, "--dataset": dataset,
-                "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name}
+                "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name,
+                "--data-seed": data_seed}
         given = [flag for flag, value in grid.items() if value not in (None, [])]
         if given:
             fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
@@ -122,6 +139,7 @@ def run(
         "shuffle": shuffle,
         "dtype": dtype,
         "name": name,
+        "data_seed": _data_seed(data_seed),
     }
     values = {k: v for k, v in values.items() if v is not None}
     try:
@@ -130,9 +148,11 @@ def run(
     except ExpsvcError as err:
         fail(str(err))
     vectorize = not no_vectorize
-    per_task = len(experiment.spec.seeds) if vectorize else 1
-    bars = [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)
-            for config in experiment.spec.configs() for _ in range(len(experiment.spec.seeds) // per_task)]
+    bars = []
+    for config in experiment.spec.configs():
+        per_task = len(experiment.spec.seeds) if vectorize and shares_data(config) else 1
+        bars += [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)] * (
+            len(experiment.spec.seeds) // per_task)
     result = _execute(runner, bars, quiet, lambda progress: experiment.run(
         db=db, jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
     _report(result, db, quiet, wide)
