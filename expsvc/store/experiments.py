@@ -96,13 +96,19 @@ def describe(store: RunStore, name: str) -> ExperimentInfo:
     return next(info for info in list_experiments(store) if info.id == exp.id)
 
 
+def _text(value: str, what: str, limit: int) -> str:
+    """``value`` stripped, or a one-line error if it is empty or longer than ``limit`` characters."""
+    value = value.strip()
+    if not value:
+        raise StoreError(f"{what} must not be empty")
+    if len(value) > limit:
+        raise StoreError(f"{what} is too long ({len(value):,} characters, at most {limit:,})")
+    return value
+
+
 def rename(store: RunStore, old: str, new: str) -> str:
     """Rename experiment ``old`` to ``new`` (which must be free); returns the old name."""
-    new = new.strip()
-    if not new:
-        raise StoreError("the new experiment name must not be empty")
-    if len(new) > MAX_NAME:
-        raise StoreError(f"experiment name is too long ({len(new)} characters, at most {MAX_NAME})")
+    new = _text(new, "the new experiment name", MAX_NAME)
     exp = store.resolve_experiment(old)
     with store._tx() as conn:
         taken = conn.execute(sa.select(_exp.c.id).where(_exp.c.name == new)).scalar()
@@ -149,11 +155,7 @@ def set_tags(store: RunStore, name: str, *, add: Sequence[str] = (), remove: Seq
 
 def add_note(store: RunStore, name: str, text: str) -> Note:
     """Add a dated note to an experiment."""
-    text = text.strip()
-    if not text:
-        raise StoreError("a note must not be empty")
-    if len(text) > MAX_NOTE:
-        raise StoreError(f"a note is at most {MAX_NOTE:,} characters (this one has {len(text):,})")
+    text = _text(text, "a note", MAX_NOTE)
     exp = store.resolve_experiment(name)
     note = Note(utcnow(), text)
     with store._tx() as conn:
