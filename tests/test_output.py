@@ -19,7 +19,8 @@ from expsvc.analysis import fixtures, render
 from tests.conftest import run_cli
 
 SWEEP = ["--opt", "sgd", "--opt", "sgd(momentum=0.9)", "--opt", "adamw", "--lr", "1e-3", "--lr", "1e-2",
-         "--lr", "1e-1", "--seeds", "2", "--epochs", "60"]
+         "--lr", "1e-1", "--dataset", "points", "--dataset", "moons", "--seeds", "2", "--epochs", "40"]
+"""3 optimizers x 3 learning rates x 2 datasets x 2 seeds (36 runs; the issue's sweep had 9 lrs and 10 seeds)."""
 JOBS = {"default": [], "sweep": SWEEP}
 
 
@@ -66,6 +67,9 @@ def test_no_line_is_longer_than_the_terminal(stores: dict[str, tuple[str, dict[i
     assert all(i[:8] in outputs["runs -e"].stdout for i in ids)
     for opt in ("sgd", "adamw") if job == "sweep" else ("mini_bgd", "adamw"):
         assert opt in outputs["runs -e"].stdout and opt in outputs["compare"].stdout
+    if job == "sweep":  # what tells the configurations apart has a column, whatever the width
+        head = [w for w in outputs["runs -e"].stdout.split() if w != "experiment"][:5]  # kept if it fits
+        assert head[:4] == ["id", "optimizer", "lr", "dataset"] and head[4].startswith("optimizer."), head
     assert "final loss" in outputs["compare"].stdout and "Method:" in outputs["compare"].stdout
     assert "loss " in outputs["show"].stdout and "expsvc.builtins" in outputs["show"].stdout
 
@@ -78,7 +82,7 @@ def test_wide_and_pipes_keep_one_line_per_row(stores: dict[str, tuple[str, dict[
     piped = run_cli("runs", "--db", url, "-e", "sweep-80").stdout  # not a terminal, no COLUMNS: no limit
     for text in (wide, piped):
         lines = text.splitlines()
-        assert lines[0].split()[-2:] == ["started", "(UTC)"] and len(lines) == 2 + 18  # header, rule, a row each
+        assert lines[0].split()[-2:] == ["started", "(UTC)"] and len(lines) == 2 + 36  # header, rule, a row each
         assert "left out" not in text
     assert longest(wide) > 100
 

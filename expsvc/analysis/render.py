@@ -1,4 +1,4 @@
-"""Turn analysis results into text: rich tables, markdown, JSON, CSV and the loss sparkline."""
+"""Turn analysis results into text for people (tables fitted to the terminal), markdown, JSON, CSV and sparklines."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def _shrink(natural: dict[int, int], mins: dict[int, int], width: int,
 
 
 HEADER_BREAKS = " ./"  # headers also break after a dot or slash (``optimizer.`` / ``momentum``)
-CELL_BREAKS = " ="  # wrapped cells break at spaces and after ``=`` (``optimizer.momentum=`` / ``0.9``)
+CELL_BREAKS = " =."  # a word too wide for its column breaks after ``=`` or ``.`` (``optimizer.`` / ``momentum=``)
 
 
 def fit_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[str] | frozenset[str] = frozenset(),
