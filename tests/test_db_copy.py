@@ -13,13 +13,14 @@ import sqlalchemy as sa
 
 from expsvc.runner.api import Experiment
 from expsvc.store import NewRun, RunStore, StoreError
+from expsvc.store import experiments as exps
 from expsvc.store.copy import copy_experiments
 from expsvc.store.engine import as_utc
 from expsvc.store.models import Base
 from tests.conftest import run_cli
 
 TABLES = ("experiments", "runs", "run_params", "metric_chunks", "metric_summaries", "run_components",
-          "run_artifacts")
+          "run_artifacts", "experiment_tags", "experiment_notes")
 
 
 def dump(url: str) -> dict[str, list[tuple]]:
@@ -33,9 +34,9 @@ def dump(url: str) -> dict[str, list[tuple]]:
             rows = []
             for row in conn.execute(sa.select(table)):
                 values = dict(row._mapping)
-                if name == "experiments":
+                if name in ("experiments", "experiment_notes"):
                     values.pop("id")
-                if name == "runs":
+                if "experiment_id" in values:
                     values["experiment_id"] = names[values["experiment_id"]]
                 rows.append(tuple(sorted((k, _plain(v)) for k, v in values.items())))
             out[name] = sorted(rows, key=repr)
@@ -70,6 +71,8 @@ def make_source(url: str) -> None:
         store.log_values(extra, {"test_loss": float("nan"), "test_accuracy": 0.25})
         store.save_params(extra, {"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
         store.finish_run(extra, "failed", error="a failure\nwith two lines")
+        exps.set_tags(store, "laptop", add=["baseline", "paper:fig2"])
+        exps.add_note(store, "laptop", "first try; lr 0.03 is too large")
 
 
 def test_round_trip_sqlite_postgres_sqlite_is_exact(tmp_path: Path, pg_url: str) -> None:
@@ -128,6 +131,12 @@ def test_copy_selected_experiments_into_a_store_that_has_other_runs(tmp_path: Pa
     assert (report.experiments, report.copied, report.created, report.unfinished) == (["laptop"], 9, [], 1)
     with RunStore.open(target) as store:
         assert len([r for r in _runs(store) if r.experiment_id == store.resolve_experiment("laptop").id]) == 2 + 9
+        exps.set_tags(store, "laptop", add=["target-only"])
+    copy_experiments(source, target, ["laptop"])  # again: tags and notes are not repeated
+    with RunStore.open(target) as store:
+        laptop = exps.describe(store, "laptop")
+    assert laptop.tags == ["baseline", "paper:fig2", "target-only"]
+    assert [n.text for n in laptop.notes] == ["first try; lr 0.03 is too large"]
     with pytest.raises(StoreError, match=r"unknown experiment 'lapto' \(did you mean 'laptop'\?\)"):
         copy_experiments(source, target, ["lapto"])
     with pytest.raises(StoreError, match="same database"):

@@ -157,3 +157,84 @@ def test_cli_plot(db: tuple[str, Any], tmp_path: Path) -> None:
                          (["--kind", "predictions"], "needs a RUN"), (["--experiment", "nope"], "nope")):
         res = CliRunner().invoke(app, ["plot", "--db", db[0], *args])
         assert res.exit_code == 2 and needle in res.output, res.output
+
+
+# ------------------------------------------------------------------- issue 15, finding 10: honest curves
+def _group(curves: dict[str, list[float]], statuses: dict[str, str] | None = None, spe: int = 1) -> plots.CurveGroup:
+    hist = {rid: (np.arange(len(v), dtype=float), np.asarray(v, dtype=float)) for rid, v in curves.items()}
+    return plots.CurveGroup("g", hist, {rid: spe for rid in curves}, 0, statuses or {})
+
+
+def test_stopped_runs_hold_their_level_so_the_mean_never_jumps() -> None:
+    """Two runs converge early: the mean was taken over the survivor alone (a kink, no band, "mean of 3")."""
+    g = _group({"a": [1.0, 0.5, 0.4], "b": [1.0, 0.6, 0.5], "c": [1.0, 0.7, 0.6, 0.55, 0.5]})
+    curve = plots.mean_curve(g, g.histories)
+    assert list(curve.count) == [3] * 5 and curve.stopped == 2
+    assert curve.centre[4] == pytest.approx((0.4 + 0.5 + 0.5) / 3)  # a and b hold their last value
+    assert np.isfinite(curve.high - curve.low).all()  # the band goes on
+    # a diverged run is not held: its curve ends and the points after it average fewer runs
+    g = _group({"a": [1.0, 0.5, np.nan], "b": [1.0, 0.6, 0.5, 0.45]}, {"a": "diverged", "b": "finished"})
+    assert list(plots.mean_curve(g, g.histories).count) == [2, 2, 1, 1]
+    # per update, a stopped run holds the mean of its last epoch (single steps of in-order batches saw-tooth)
+    g = _group({"a": [1.0, 0.2, 0.8, 0.4], "b": [1.0, 0.2, 0.8, 0.4, 0.9, 0.3]}, spe=2)
+    assert plots.mean_curve(g, g.histories, per_update=True).centre[5] == pytest.approx((0.6 + 0.3) / 2)
+
+
+def test_log_band_is_never_dropped() -> None:
+    """With --log-y the band vanished where the t interval's lower bound was <= 0."""
+    g = _group({"a": [1.0, 0.01, 1e-4], "b": [1.0, 0.5, 0.3], "c": [1.0, 0.02, 1e-3]})
+    linear = plots.mean_curve(g, g.histories)
+    assert (linear.low[1:] <= 0).all()  # the arithmetic interval crosses zero...
+    log = plots.mean_curve(g, g.histories, log_y=True)
+    assert (log.low[1:] > 0).all() and np.isfinite(log.high).all()  # ...the log-space one never does
+    assert log.centre[2] == pytest.approx(np.exp(np.mean(np.log([1e-4, 0.3, 1e-3]))))  # geometric mean
+
+
+def test_smoothing_is_tensorboards_debiased_ema(tmp_path: Path) -> None:
+    v = np.array([1.0, 0.0, 1.0, np.nan, 0.0])
+    out = plots.ema(v, 0.5)
+    assert out[0] == 1.0 and out[1] == pytest.approx(0.25 / 0.75) and np.isnan(out[3])  # (0.5·0.5 + 0.5·0)
+    assert out[4] == pytest.approx(0.5 * (0.5 * 0.25 + 0.5 * 1.0) / (1 - 0.5**4))  # the NaN is skipped
+    assert plots.ema(v, 0.0) is v
+    g = _group({"a": list(np.linspace(1, 0.1, 50) + 0.2 * (np.arange(50) % 2)), "b": list(np.linspace(1, 0.2, 50))})
+    info = plots.plot_loss_curves([g], tmp_path / "smooth.png", smooth=0.9)
+    _check_png(info.path)
+    with pytest.raises(plots.PlotError, match="--smooth"):
+        plots.plot_loss_curves([g], tmp_path / "x.png", smooth=1.0)
+
+
+def test_many_groups_keep_the_legend_off_the_curves(tmp_path: Path) -> None:
+    """A 54-entry legend covered the axes."""
+    rng = np.random.default_rng(0)
+    groups = [plots.CurveGroup(f"optimizer=opt{i}, lr={10.0 ** -(i % 4):g}, batch_size={2 ** (i % 6)}",
+                               {f"r{i}{s}": (np.arange(40.0), np.exp(-np.arange(40) / (5 + i)) + rng.random(40) * 0.05)
+                                for s in range(3)}) for i in range(54)]
+    info = plots.plot_loss_curves(groups, tmp_path / "many.png", log_y=True)
+    assert info.legend_clear and info.bands == 54 and info.warnings == []
+    _check_png(info.path)
+
+
+def test_no_warning_reaches_the_terminal(db: tuple[str, Any], tmp_path: Path) -> None:
+    """A matplotlib UserWarning leaked to the terminal; every plot here is drawn with warnings as errors."""
+    import subprocess
+    import sys
+    import warnings
+
+    nasty = _group({"a": [1.0, 0.0, np.nan, np.inf], "b": [0.0, 0.0], "c": [np.nan, np.nan, np.nan]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kw in ({}, {"log_y": True}, {"log_y": True, "smooth": 0.5}, {"x": "epoch"}):
+            assert plots.plot_loss_curves([nasty], tmp_path / "n.png", **kw).warnings == []
+        one_class = FakeLoaded()
+        one_class.predict = lambda x: np.zeros((len(x), 1))  # type: ignore[method-assign]
+        assert plots.plot_predictions(one_class, tmp_path / "p.png", resolution=40).warnings == []
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "expsvc", "plot", "--db", db[0], "--log-y",
+                           "--smooth", "0.6", "--out", str(tmp_path / "cli.png")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+
+
+def test_predictions_title_names_the_run(tmp_path: Path) -> None:
+    loaded = FakeLoaded()
+    loaded.config = {"optimizer": "adamw", "lr": 0.001, "seed": 3, "dataset": "moons"}  # type: ignore[attr-defined]
+    info = plots.plot_predictions(loaded, tmp_path / "pred.png", resolution=40)
+    assert info.title.startswith("run abcdef01: adamw, lr 0.001, seed 3, on moons")

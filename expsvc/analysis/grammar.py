@@ -17,7 +17,7 @@ Grammar (EBNF; keywords are case-insensitive)::
     cmp_op     = "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" ;
     field      = "params." key | "metrics." key | stat "(" key ")" | run_field ;
     stat       = "first" | "last" | "min" | "max" | "mean" ;
-    run_field  = "status" | "seed" | "updates" | "epochs" | "duration" | "experiment" | "group" | "id" ;
+    run_field  = "status" | "seed" | "updates" | "epochs" | "duration" | "experiment" | "tag" | "group" | "id" ;
     value      = [ "-" | "+" ] number | string ;
     number     = digits [ "." digits ] [ ("e" | "E") [ "+" | "-" ] digits ] | "." digits [ exponent ] ;
     string     = "'" { char | "\\" escape } "'" | '"' { char | "\\" escape } '"' ;
@@ -29,7 +29,9 @@ statistic.  The unprefixed names ``accuracy``, ``precision``, ``recall``, ``f1``
 test-set value (``metrics.accuracy`` is ``test_accuracy``).  A comparison with a missing value (no such
 parameter, no such summary, a NaN summary, a NULL run column) is false, and ``not`` is plain boolean
 negation, so ``not (x = 1)`` holds for runs without ``x``.  ``like`` is case-insensitive with the SQL
-``%``/``_`` wildcards; a backslash escapes them (written ``\\\\%`` inside the quotes).
+``%``/``_`` wildcards; a backslash escapes them (written ``\\\\%`` inside the quotes).  ``tag`` is the set of
+the run's experiment's tags: ``tag = 'x'``, ``tag in (...)`` and ``tag like ...`` hold when some tag matches,
+``tag != 'x'``, ``not in`` and ``not like`` when none does.
 Limits: 2,000 characters, nesting depth 32, finite numbers.
 """
 
@@ -61,6 +63,7 @@ RUN_FIELDS: dict[str, str] = {
     "epochs": "num",
     "duration": "num",
     "experiment": "text",
+    "tag": "text",
     "group": "text",
     "id": "text",
 }
@@ -528,6 +531,16 @@ def fields(node: Node) -> Iterable[Field]:
 
 
 # ------------------------------------------------------------------------------------------- checking
+def set_condition(node: Compare | InList | Like) -> tuple[bool, Compare | InList | Like]:
+    """A condition on a set-valued field (``tag``) as (negative, its positive form): ``tag = 'x'``, ``in`` and
+    ``like`` hold when some member matches; ``!=``, ``not in`` and ``not like`` when no member matches."""
+    if isinstance(node, Compare):
+        return (True, Compare(node.field, "=", node.value)) if node.op == "!=" else (False, node)
+    if isinstance(node, InList):
+        return node.negated, InList(node.field, node.values, False)
+    return node.negated, Like(node.field, node.pattern, False)
+
+
 def check_keys(node: Node, text: str, params: Iterable[str] = (), metrics: Iterable[str] = ()) -> None:
     """Reject parameter/metric keys that no run has (when the database has any), with did-you-mean."""
     params, metrics = set(params), set(metrics)
@@ -560,8 +573,16 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
         value = run.get("summaries", {}).get(f.key, {}).get(f.stat)
         if value is not None and math.isnan(value):
             value = None
+    elif f.key == "tag":
+        negative, positive = set_condition(node)
+        return any(_holds(positive, t) for t in run.get("tags", ())) != negative
     else:
         value = run.get(f.key)
+    return _holds(node, value)
+
+
+def _holds(node: Compare | InList | Like, value: Any) -> bool:
+    """Whether one value meets a condition (a missing value meets none)."""
     if value is None:
         return False
     if isinstance(node, Compare):

@@ -26,12 +26,13 @@ class PlotError(ExpsvcError):
 
 @dataclass
 class CurveGroup:
-    """The loss histories of one group: ``{run_id: (steps, values)}`` and each run's steps per epoch."""
+    """The loss histories of one group: ``{run_id: (steps, values)}``, each run's steps per epoch and status."""
 
     label: str
     histories: dict[str, History]
     steps_per_epoch: dict[str, int | None] = field(default_factory=dict)
     diverged: int = 0
+    statuses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +45,9 @@ class PlotInfo:
     points: int = 0
     wrong: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # matplotlib/numpy warnings caught while drawing
+    title: str = ""
+    legend_clear: bool = True  # the legend covers no part of the axes' curves area (or is outside them)
 
 
 def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,30 +77,136 @@ def per_epoch(steps: np.ndarray, values: np.ndarray, spe: int) -> History:
     return (keys + 1).astype(float), means
 
 
-def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = "update", log_y: bool = False,
-                     title: str | None = None) -> PlotInfo:
-    """One curve per group: mean with its 95 % t band over the seeds and a faint line per seed.
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average with weight ``weight`` in [0, 1), debiased so
+    the first points are not pulled towards 0; non-finite values are kept and skipped by the average."""
+    if weight <= 0:
+        return values
+    out = np.full(values.shape, np.nan)
+    last, steps = 0.0, 0
+    for i, v in enumerate(values):
+        if not np.isfinite(v):
+            out[i] = v
+            continue
+        last = last * weight + (1 - weight) * v
+        steps += 1
+        out[i] = last / (1 - weight**steps)
+    return out
 
-    ``x="epoch"`` plots each run's loss averaged over the steps of each epoch (runs without a known
-    ``steps_per_epoch`` are drawn per update and noted).
+
+HELD = ("finished",)
+"""Statuses whose final level is held after the run stopped (converged or ran all its epochs); a diverged,
+failed or interrupted run's curve just ends.  The level held is the run's last value per epoch, and per
+update the mean of its last epoch's steps (in-order batches make single steps a sawtooth)."""
+MANY = 6  # more groups than this: the legend goes outside the axes
+
+
+def _group_matrix(g: CurveGroup, series: dict[str, History],
+                  hold: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The x values, a runs × x matrix (NaN where a run has no value) and a mask of held (carried) cells:
+    after its last point, a run whose status is in :data:`HELD` holds ``hold[run]``."""
+    xs = np.unique(np.concatenate([s for s, _ in series.values()]))
+    col = {float(k): j for j, k in enumerate(xs)}
+    matrix = np.full((len(series), xs.size), np.nan)
+    held = np.zeros(matrix.shape, dtype=bool)
+    for r, (rid, (s, v)) in enumerate(series.items()):
+        idx = np.array([col[float(k)] for k in s], dtype=int)
+        matrix[r, idx] = v
+        finite = np.isfinite(v)
+        if g.statuses.get(rid, "finished") in HELD and finite.any() and idx.size and idx[-1] + 1 < xs.size:
+            matrix[r, idx[-1] + 1:] = hold[rid]
+            held[r, idx[-1] + 1:] = True
+    return xs, matrix, held
+
+
+@dataclass
+class MeanCurve:
+    """A group's centre line and 95 % band over x, and how many runs each point averages."""
+
+    xs: np.ndarray
+    centre: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    count: np.ndarray
+    runs: int
+    stopped: int  # runs that stopped early and hold their final level
+
+
+def mean_curve(g: CurveGroup, series: dict[str, History], *, per_update: bool = False, log_y: bool = False,
+               smooth: float = 0.0) -> MeanCurve:
+    """The mean (geometric on a log scale) of ``series`` with its 95 % t band, stopped runs held
+    (:data:`HELD`), each run smoothed by :func:`ema` first when ``smooth``."""
+    hold = {}
+    for rid, (_s, v) in series.items():
+        spe = g.steps_per_epoch.get(rid) if per_update else None
+        tail = v[np.isfinite(v)][-(spe or 1):]
+        hold[rid] = float(tail.mean()) if tail.size else float("nan")
+    xs, raw, held = _group_matrix(g, series, hold)
+    smoothed = np.array([ema(row, smooth) for row in raw]) if smooth else raw
+    values = np.where(smoothed > 0, np.log(smoothed), np.nan) if log_y else smoothed
+    mean, half, count = band(values)
+    if log_y:
+        return MeanCurve(xs, np.exp(mean), np.exp(mean - half), np.exp(mean + half), count, len(series),
+                         int(held.any(axis=1).sum()))
+    return MeanCurve(xs, mean, mean - half, mean + half, count, len(series), int(held.any(axis=1).sum()))
+
+
+def _style(i: int, n: int) -> tuple[Any, str]:
+    """Colour and line style of group ``i`` of ``n``: tab10, or tab20 × four dash styles for many groups."""
+    import matplotlib
+
+    if n <= 10:
+        return matplotlib.colormaps["tab10"](i % 10), "-"
+    return matplotlib.colormaps["tab20"](i % 20), ("-", "--", "-.", ":")[(i // 20) % 4]
+
+
+def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = "update", log_y: bool = False,
+                     smooth: float = 0.0, title: str | None = None) -> PlotInfo:
+    """One curve per group: the mean over its runs with a 95 % t band, and a faint line per run.
+
+    Honest when runs stop early: a finished run (converged, or all epochs done) holds its last value, so every
+    point averages all the group's runs; a diverged, failed or interrupted run's curve ends, and the mean is
+    dashed where it averages fewer runs (the legend says how many).  On a log scale the centre line is the
+    geometric mean and the band the 95 % t interval of the mean log loss (never ≤ 0, so never dropped).
+    ``smooth`` in [0, 1) applies TensorBoard's debiased EMA to each run before averaging, the raw mean drawn
+    faint.  ``x="epoch"`` plots each run's loss averaged over the steps of each epoch.  Warnings raised while
+    drawing are caught (listed in ``PlotInfo.warnings``), never printed.
     """
+    import warnings
+
     if x not in X_AXES:
         raise PlotError(f"--x {x!r}: allowed: {', '.join(X_AXES)}")
+    if not 0 <= smooth < 1:
+        raise PlotError(f"--smooth {smooth!r}: allowed: a weight from 0 (none) up to, not including, 1 (e.g. 0.9)")
     if not any(g.histories for g in groups):
         raise PlotError("nothing to plot: no run of these groups has a loss history")
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        info = _draw_curves(groups, Path(out), x, log_y, smooth, title)
+    info.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    return info
+
+
+def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, smooth: float,
+                 title: str | None) -> PlotInfo:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    info = PlotInfo(Path(out))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, g in enumerate(groups):
+    info = PlotInfo(out)
+    drawn = [g for g in groups if g.histories]
+    outside = len(drawn) > MANY
+    ncol = 1 if not outside else 2 if len(drawn) <= 40 else 3
+    rows = -(-len(drawn) // ncol) if outside else 0
+    width = 8.0 if not outside else 10.0 + 2.0 * (ncol - 2)
+    height = 5.2 + 0.17 * rows
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    for g in groups:
         if not g.histories:
             info.notes.append(f"{g.label}: no history")
-            continue
-        color = colors[i % len(colors)]
+    for i, g in enumerate(drawn):
+        color, dash = _style(i, len(drawn))
         series: dict[str, History] = {}
         for rid, (s, v) in g.histories.items():
             spe = g.steps_per_epoch.get(rid)
@@ -106,46 +216,91 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
                 if x == "epoch":
                     info.notes.append(f"{g.label}: run {rid[:8]} has no steps per epoch; drawn per update")
                 series[rid] = (s.astype(float), v)
-        xs = np.unique(np.concatenate([s for s, _ in series.values()]))
-        col = {float(k): j for j, k in enumerate(xs)}
-        matrix = np.full((len(series), xs.size), np.nan)
-        for r, (s, v) in enumerate(series.values()):
-            matrix[r, [col[float(k)] for k in s]] = v
-            ax.plot(s, np.where(v > 0, v, np.nan) if log_y else v, color=color, alpha=0.18, linewidth=0.8)
+        for s, v in series.values():
+            shown = ema(v, smooth)
+            ax.plot(s, np.where(shown > 0, shown, np.nan) if log_y else shown, color=color, alpha=0.15,
+                    linewidth=0.7, linestyle=dash)
             info.lines += 1
-        mean, half, _ = band(matrix)
-        n = len(series)
-        label = f"{g.label} (mean of {n} run{'s' if n != 1 else ''}" + (
-            f", {g.diverged} diverged" if g.diverged else "") + ")"
-        ax.plot(xs, np.where(mean > 0, mean, np.nan) if log_y else mean, color=color, linewidth=2, label=label)
-        if np.isfinite(half).any():
-            lo, hi = mean - half, mean + half
-            if log_y:
-                lo = np.where(lo > 0, lo, np.nan)
-                hi = np.where(hi > 0, hi, np.nan)
-            ax.fill_between(xs, lo, hi, color=color, alpha=0.25, linewidth=0)
+        curve = mean_curve(g, series, per_update=x == "update", log_y=log_y, smooth=smooth)
+        xs, centre, n = curve.xs, curve.centre, curve.runs
+        if smooth:
+            raw = mean_curve(g, series, per_update=x == "update", log_y=log_y).centre
+            ax.plot(xs, raw, color=color, alpha=0.35, linewidth=0.9, linestyle=dash)
+        full = curve.count == n
+        ax.plot(xs, np.where(full, centre, np.nan), color=color, linewidth=2, linestyle=dash,
+                label=_legend_label(g, curve))
+        if not full.all():  # fewer runs (one diverged or failed): dashed, and joined to the solid part
+            partial = ~full
+            starts = np.flatnonzero(partial[1:] & ~partial[:-1])  # the full point before each dashed stretch
+            partial[starts] = True
+            ax.plot(xs, np.where(partial, centre, np.nan), color=color, linewidth=1.6, linestyle=(0, (4, 2)))
+        if np.isfinite(curve.high - curve.low).any():
+            ax.fill_between(xs, curve.low, curve.high, color=color, alpha=0.22, linewidth=0)
             info.bands += 1
+        stops = [(s[-1], v[np.isfinite(v)][-1]) for rid, (s, v) in series.items()
+                 if g.statuses.get(rid, "finished") in HELD and np.isfinite(v).any() and s.size and s[-1] < xs[-1]]
+        if stops:
+            sx, sy = zip(*stops, strict=True)
+            ax.plot(sx, sy, linestyle="none", marker="o", markersize=2.5, color=color, alpha=0.6)
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("epoch" if x == "epoch" else "update (optimizer step)")
     what = "training loss, mean over each epoch's steps" if x == "epoch" else "training loss (per step)"
     ax.set_ylabel(what + (" (log scale)" if log_y else ""))
-    ax.set_title(title or "Training loss: mean and 95 % t interval over seeds")
+    ax.set_title(title or "Training loss: mean and 95 % t interval over seeds", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.text(0.01, 0.01, "band: 95 % Student-t interval of the mean over the seeds with a finite value at that "
-             "step; faint lines: single seeds", fontsize=7, alpha=0.7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _save(fig, info.path)
+    if outside:  # below the axes, in columns: never over the curves
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.13), borderaxespad=0, ncol=ncol,
+                  frameon=False)
+    else:
+        ax.legend(fontsize="small", loc="best")
+    centre_text = ("geometric mean; band: 95 % Student-t interval of the mean log loss" if log_y else
+                   "mean; band: 95 % Student-t interval of the mean")
+    level = "its last epoch's mean" if x == "update" else "its last value"
+    caption = (f"Line: {centre_text} over the group's runs. A run that stopped early (converged, dot) holds {level}, "
+               f"so each point averages all the runs in the legend; dashed: fewer runs (diverged or failed ones "
+               f"end). Faint: single runs" + (f"; every curve smoothed by a debiased EMA of weight {smooth:g} (as "
+                                             f"TensorBoard), the raw mean faint." if smooth else "."))
+    import textwrap
+
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, int(19 * width))), fontsize=7, alpha=0.75, va="bottom")
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))
+    info.title = ax.get_title()
+    info.legend_clear = _legend_clear(fig, ax, outside)
+    _save(fig, info.path, whole=outside)
     plt.close(fig)
     return info
 
 
-def _save(fig: Any, path: Path) -> None:
+def _legend_clear(fig: Any, ax: Any, outside: bool) -> bool:
+    """Whether the legend leaves the axes alone: outside them (many groups) or placed by matplotlib's "best"."""
+    legend = ax.get_legend()
+    if legend is None or not outside:
+        return True
+    renderer = fig.canvas.get_renderer()
+    return not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def _legend_label(g: CurveGroup, curve: MeanCurve) -> str:
+    """``adamw: 5 runs, 3 stopped early; dashed: 4 (1 diverged or failed)``: how many runs each point averages."""
+    n = curve.runs
+    text = f"{g.label}: {n} run{'s' if n != 1 else ''}" + (f", {curve.stopped} stopped early" if curve.stopped else "")
+    fewest = int(curve.count.min()) if curve.count.size else n
+    if fewest < n:
+        text += f"; dashed: {fewest} ({n - fewest} diverged or failed)"
+    return text
+
+
+def _save(fig: Any, path: Path, *, whole: bool = False) -> None:
+    """Write the PNG atomically (beside the target, then renamed); ``whole`` grows the canvas to take in
+    artists outside the axes (a legend below them)."""
     from expsvc.files import atomic_path
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", **({"bbox_inches": "tight", "pad_inches": 0.15} if whole else {}))
+    except OSError as err:
+        raise PlotError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
 
 
 def _labels(y: np.ndarray, task: str) -> np.ndarray:
@@ -156,8 +311,30 @@ def _labels(y: np.ndarray, task: str) -> np.ndarray:
     return np.rint(y).astype(int) if task in ("binary", "multiclass") else y
 
 
+def run_title(loaded: Any) -> str:
+    """``run 3f2a9c1d: adamw, lr 0.001, seed 3, on points`` (what the run is, from its stored config)."""
+    cfg = getattr(loaded, "config", None) or {}
+    parts = [f"{k} {cfg[k]}" if k != "optimizer" else str(cfg[k]) for k in ("optimizer", "lr", "seed")
+             if k in cfg]
+    where = f", on {cfg['dataset']}" if "dataset" in cfg else ""
+    return f"run {str(getattr(loaded, 'run_id', '?'))[:8]}" + (f": {', '.join(parts)}" if parts else "") + where
+
+
 def plot_predictions(loaded: Any, out: str | Path, *, resolution: int = 200, title: str | None = None) -> PlotInfo:
-    """Training and test points coloured by predicted class, wrong ones marked, and the decision boundary."""
+    """Training and test points coloured by predicted class, wrong ones marked, and the decision boundary.
+
+    The title names the run (id, optimizer, lr, seed, dataset); warnings are caught as in
+    :func:`plot_loss_curves`."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        info = _draw_predictions(loaded, Path(out), resolution, title)
+    info.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    return info
+
+
+def _draw_predictions(loaded: Any, out: Path, resolution: int, title: str | None) -> PlotInfo:
     data = loaded.data
     shape = np.asarray(data.x_train).shape[1:]
     if shape != (2,):
@@ -214,8 +391,10 @@ def plot_predictions(loaded: Any, out: str | Path, *, resolution: int = 200, tit
             info.wrong += int(wrong.sum())
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
-    what = "decision boundary" if classify else "predicted value"
-    ax.set_title(title or f"Predictions ({task}): colour = predicted {'class' if classify else 'value'}, {what}")
+    what = "line: decision boundary" if classify else "shading: predicted value"
+    ax.set_title(title or f"{run_title(loaded)}\npredictions ({task}): colour = predicted "
+                          f"{'class' if classify else 'value'}, {what}", fontsize=10)
+    info.title = ax.get_title()
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
     _save(fig, info.path)

@@ -1,4 +1,4 @@
-"""Turn analysis results into text: rich tables, markdown, JSON, CSV and the loss sparkline."""
+"""Turn analysis results into text for people (tables fitted to the terminal), markdown, JSON, CSV and sparklines."""
 
 from __future__ import annotations
 
@@ -84,43 +84,193 @@ STATUS_COLORS = {"finished": "green", "diverged": "yellow", "failed": "red", "fa
                  "interrupted": "magenta", "running": "cyan"}
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[str] | frozenset[str] = frozenset(),
-               styles: Sequence[dict[str, str]] | None = None) -> str:
-    """A fixed-width text table (fast for thousands of rows, unlike rich); ``styles`` colours cells by value."""
+def _wrap_cell(cell: str, width: int, breaks: str = " ") -> list[str]:
+    """``cell`` as lines of at most ``width`` columns, broken at spaces; a word wider than ``width`` breaks
+    after one of the characters in ``breaks`` (or is cut where it has none)."""
+    from rich.cells import cell_len
+
+    if cell_len(cell) <= width:
+        return [cell]
+    width = max(width, 1)
+    pieces: list[tuple[str, str]] = []  # (glue, text): words after a space, parts of too-wide words after ""
+    for word in cell.split():
+        parts = [word] if cell_len(word) <= width else _words(word, breaks) or [word]
+        pieces += [(" " if i == 0 else "", part) for i, part in enumerate(parts)]
+    lines: list[str] = []
+    line = ""
+    for glue, piece in pieces:
+        if line and cell_len(line + glue + piece) > width:
+            lines.append(line)
+            line = ""
+        line += (glue if line else "") + piece
+        while cell_len(line) > width:  # no break inside: cut
+            cut = width
+            while cut > 1 and cell_len(line[:cut]) > width:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line or not lines:
+        lines.append(line)
+    return lines
+
+
+def _longest_word(text: str, breaks: str = " ") -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(w) for w in _words(text, breaks)), default=0)
+
+
+def _words(text: str, breaks: str) -> list[str]:
+    import re
+
+    extra = re.escape(breaks.replace(" ", ""))
+    return re.findall(rf"[^\s{extra}]*[{extra}]|[^\s{extra}]+", text) if extra else text.split()
+
+
+def _shrink(natural: dict[int, int], mins: dict[int, int], width: int,
+            cells: dict[int, int] | None = None) -> dict[int, int] | None:
+    """Column widths that fit ``width``, or None.  Headers wrap first (columns narrow down to their widest
+    cell), then cells wrap, the widest column narrowing first."""
+    widths = dict(natural)
+    excess = sum(widths.values()) + 2 * (len(widths) - 1) - width
+    if excess <= 0:
+        return widths
+    if sum(widths[c] - mins[c] for c in widths) < excess:
+        return None
+    for floor in ({c: max(mins[c], (cells or {}).get(c, 0)) for c in widths}, mins):
+        room = {c: widths[c] - floor[c] for c in widths if floor[c] < widths[c]}
+        while excess > 0 and room:
+            c = max(room, key=lambda k: (widths[k], room[k]))
+            widths[c] -= 1
+            room[c] -= 1
+            if room[c] == 0:
+                del room[c]
+            excess -= 1
+    return widths
+
+
+HEADER_BREAKS = " ./"  # headers also break after a dot or slash (``optimizer.`` / ``momentum``)
+CELL_BREAKS = " =."  # a word too wide for its column breaks after ``=`` or ``.`` (``optimizer.`` / ``momentum=``)
+
+
+def fit_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[str] | frozenset[str] = frozenset(),
+              styles: Sequence[dict[str, str]] | None = None, *, width: int | None = None,
+              drop: Sequence[str] = (), wrap: dict[str, int | None] | None = None,
+              squeeze: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
+    """A fixed-width text table no line of which is longer than ``width`` (None: no limit), and what it hid.
+
+    To fit, in this order: headers wrap at their words and the columns named in ``wrap`` wrap their cells
+    (name -> narrowest width; None: the column's longest word); the columns named in ``drop`` are left out,
+    first named first; the columns named in ``squeeze`` wrap down to the width given; as a last resort every
+    column wraps.  Returns the lines and the headers of the columns left out.  Fast for thousands of rows
+    (plain text, unlike rich); ``styles`` colours cells by value.
+    """
     import typer
     from rich.cells import cell_len
 
-    widths = [cell_len(h) for h in header]
+    wrap, squeeze = wrap or {}, squeeze or {}
+    natural = {i: max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(header)}
+    widest_word = {i: max((_longest_word(r[i]) for r in rows), default=0) for i in natural}
+
+    def mins(cols: Sequence[int], tier: int) -> dict[int, int]:
+        out = {}
+        for c in cols:
+            h = header[c]
+            floor = max((cell_len(r[c]) for r in rows), default=0)
+            if h in wrap:
+                floor = widest_word[c] if wrap[h] is None else min(wrap[h] or 1, floor)
+            if tier >= 2 and h in squeeze:
+                floor = min(floor, squeeze[h])
+            floor = max(floor, _longest_word(h, HEADER_BREAKS))
+            out[c] = 1 if tier >= 3 else min(natural[c], max(floor, 1))
+        return out
+
+    widest_cell = {i: max((cell_len(r[i]) for r in rows), default=0) for i in natural}
+
+    def attempt(cols: Sequence[int], tier: int) -> dict[int, int] | None:
+        if width is None:
+            return None
+        return _shrink({c: natural[c] for c in cols}, mins(cols, tier), width, widest_cell)
+
+    cols = list(range(len(header)))
+    widths: dict[int, int] | None = natural
+    if width is not None:
+        width = max(width, 1)
+        order = [header.index(h) for h in drop if h in header]
+        widths = attempt(cols, 1)
+        while widths is None and order:
+            cols.remove(order.pop(0))
+            widths = attempt(cols, 1)
+        widths = widths or attempt(cols, 2) or attempt(cols, 3)
+        if widths is None:  # narrower than one character per column: keep what fits, left first
+            kept: dict[int, int] = {}
+            for c in cols:
+                if sum(kept.values()) + 2 * len(kept) + 1 <= width:
+                    kept[c] = 1
+            widths = _shrink({c: natural[c] for c in kept}, {c: 1 for c in kept}, width) or kept
+    hidden = [h for i, h in enumerate(header) if i not in widths]
+    cols = sorted(widths)
+
+    def block(cells: Sequence[str], bold: bool = False) -> list[str]:
+        parts = {c: _wrap_cell(cells[c], widths[c], HEADER_BREAKS if bold else CELL_BREAKS) for c in cols}
+        height = max(len(p) for p in parts.values())
+        lines = []
+        for k in range(height):
+            texts = []
+            for c in cols:
+                cell = parts[c][k] if k < len(parts[c]) else ""
+                pad = " " * (widths[c] - cell_len(cell))
+                text = pad + cell if header[c] in right else cell + pad
+                color = styles[c].get(cells[c]) if styles and cell else None
+                if color or bold:
+                    text = typer.style(text, fg=color, bold=bold)
+                texts.append(text)
+            lines.append("  ".join(texts).rstrip())
+        return lines
+
+    out = [*block(header, bold=True), "  ".join("─" * widths[c] for c in cols)]
     for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], cell_len(cell))
-
-    def line(cells: Sequence[str], bold: bool = False) -> str:
-        parts = []
-        for i, (h, cell) in enumerate(zip(header, cells, strict=True)):
-            pad = " " * (widths[i] - cell_len(cell))
-            text = pad + cell if h in right else cell + pad
-            color = styles[i].get(cell) if styles else None
-            if color or bold:
-                text = typer.style(text, fg=color, bold=bold)
-            parts.append(text)
-        return "  ".join(parts).rstrip()
-
-    out = [line(header, bold=True), "  ".join("─" * w for w in widths)]
-    out.extend(line(row) for row in rows)
-    return "\n".join(out)
+        out.extend(block(row))
+    return out, hidden
 
 
-def runs_table(rows: Sequence[RunRow], params: Sequence[str]) -> str:
-    """The ``expsvc runs`` table with a column per varying parameter."""
+def hidden_note(hidden: Sequence[str], width: int | None, how: str = "--wide shows them") -> list[str]:
+    """The line saying which columns a narrow terminal left out (wrapped to ``width``)."""
+    import textwrap
+
+    if not hidden:
+        return []
+    text = f"(left out to fit {width} columns: {', '.join(dict.fromkeys(hidden))}; {how})"
+    return textwrap.wrap(text, width or len(text), break_on_hyphens=False)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[str] | frozenset[str] = frozenset(),
+               styles: Sequence[dict[str, str]] | None = None, *, width: int | None = None,
+               drop: Sequence[str] = (), wrap: dict[str, int | None] | None = None,
+               squeeze: dict[str, int] | None = None) -> str:
+    """:func:`fit_table` as text, with a note naming the columns left out (if any)."""
+    lines, hidden = fit_table(header, rows, right, styles, width=width, drop=drop, wrap=wrap, squeeze=squeeze)
+    return "\n".join([*lines, *hidden_note(hidden, width)])
+
+
+def runs_table(rows: Sequence[RunRow], params: Sequence[str], width: int | None = None) -> str:
+    """The ``expsvc runs`` table: a column per identifying parameter, fitted to ``width`` columns.
+
+    Parameters wrap rather than vanish; to fit, the start time, the duration, the experiment (when every
+    row has the same), the updates and the test accuracy are left out in that order, and a note says so.
+    """
     header = ["id", "experiment", *params, "seed", "status", "final loss", "test acc", "updates", "duration",
               "started (UTC)"]
     cells = [[r.id[:8], r.experiment, *(_param(r.params.get(p)) for p in params), str(r.seed), r.display_status,
               fmt(r.final_loss), fmt(r.test_accuracy), fmt(r.updates), fmt_duration(r.duration),
               fmt_time(r.started_at)] for r in rows]
-    styles = [{} for _ in header]
+    styles: list[dict[str, str]] = [{} for _ in header]
     styles[header.index("status")] = STATUS_COLORS
-    return text_table(header, cells, RIGHT, styles)
+    one_experiment = len({r.experiment for r in rows}) == 1
+    drop = ["started (UTC)", "duration", *(["experiment"] if one_experiment else []), "updates", "test acc"]
+    wrap: dict[str, int | None] = {p: None for p in params} | {"experiment": None}
+    squeeze = {p: 6 for p in params} | {"experiment": 6}
+    return text_table(header, cells, RIGHT, styles, width=width, drop=drop, wrap=wrap, squeeze=squeeze)
 
 
 def _param(v: Any) -> str:
@@ -154,55 +304,103 @@ def _csv(v: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- show
-def show_text(d: RunDetails) -> list[Any]:
-    """Renderables for ``expsvc show``: header, config, components, summaries, sparkline."""
-    from rich.table import Table
+def _items(items: Sequence[str], width: int | None, indent: str = "") -> list[str]:
+    """``items`` joined by two spaces, a new line (indented) before an item that would pass ``width``."""
+    from rich.cells import cell_len
 
-    out: list[Any] = [f"[bold]run {d.id}[/bold]  experiment {d.experiment}  seed {d.seed}  group {d.group_key}",
-                      f"status: {d.status}"]
+    lines: list[str] = []
+    line = ""
+    for item in items:
+        for piece in _wrap_cell(item, max((width or cell_len(item)) - len(indent), 1)):
+            if line and width is not None and cell_len(line + "  " + piece) > width:
+                lines.append(line)
+                line = indent + piece
+            else:
+                line = f"{line}  {piece}" if line else piece
+    return [*lines, line] if line else lines
+
+
+def show_text(d: RunDetails, width: int | None = None) -> list[str]:
+    """The lines of ``expsvc show``: header, config, components, summaries, sparkline; none longer than
+    ``width`` (None: no limit) -- values wrap, the component's package goes first when space runs out."""
+    out = _items([f"run {d.id}", f"experiment {d.experiment}", f"seed {d.seed}", f"group {d.group_key}"], width)
+    out += _items([f"status: {d.status}"], width)
     if d.error:
         first = d.error.strip().splitlines()
-        out.append(f"error: {first[-1] if first else d.error}" + (" (full traceback in --json)" if len(first) > 1
-                                                                   else ""))
+        out += _items([f"error: {first[-1] if first else d.error}"
+                       + (" (full traceback in --json)" if len(first) > 1 else "")], width, "  ")
     c = d.columns
-    out.append(f"started {fmt_time(c['started_at'])} UTC, ended {fmt_time(c['ended_at'])} UTC, "
-               f"duration {fmt_duration(c['duration'])}, updates {fmt(c['updates'])}, epochs {fmt(c['epochs'])}, "
-               f"converged {fmt(c['converged'])}, steps/epoch {fmt(c['steps_per_epoch'])}")
+    out += _items([f"started {fmt_time(c['started_at'])} UTC,", f"ended {fmt_time(c['ended_at'])} UTC,",
+                   f"duration {fmt_duration(c['duration'])},", f"updates {fmt(c['updates'])},",
+                   f"epochs {fmt(c['epochs'])},", f"converged {fmt(c['converged'])},",
+                   f"steps/epoch {fmt(c['steps_per_epoch'])}"], width)
     if c.get("expsvc_version") or c.get("host"):
-        out.append(f"expsvc {c.get('expsvc_version') or DASH}, numpy {c.get('numpy_version') or DASH}, "
-                   f"host {c.get('host') or DASH}, pid {c.get('pid') or DASH}")
-    cfg = Table("config", "value", show_edge=False, pad_edge=False)
-    for k, v in d.config.items():
-        cfg.add_row(k, json.dumps(v) if not isinstance(v, str) else v)
-    out.append(cfg)
+        out += _items([f"expsvc {c.get('expsvc_version') or DASH},", f"numpy {c.get('numpy_version') or DASH},",
+                       f"host {c.get('host') or DASH},", f"pid {c.get('pid') or DASH}"], width)
+    out.append("")
+    config = [[k, v if isinstance(v, str) else json.dumps(v)] for k, v in d.config.items()]
+    out += fit_table(("config", "value"), config, width=width, wrap={"value": None}, squeeze={"value": 8})[0]
+    out.append("")
     if d.components:
-        comps = Table("kind", "name", "spec", "plugin", "package", "version", show_edge=False, pad_edge=False)
-        for comp in d.components:
-            comps.add_row(comp["kind"], comp["name"], comp["spec"], comp["plugin"], comp["package"] or DASH,
-                          comp["version"] or DASH)
-        out.append(comps)
+        comps = [[comp["kind"], comp["name"], comp["spec"], comp["plugin"], comp["package"] or DASH,
+                  comp["version"] or DASH] for comp in d.components]
+        out.append(text_table(("kind", "name", "spec", "plugin", "package", "version"), comps, width=width,
+                              drop=("package", "name"), wrap={"spec": None, "plugin": None},
+                              squeeze={"spec": 8, "plugin": 8}))
     else:
         out.append("components: none recorded")
-    if d.summaries:
-        sums = Table("metric", "first", "last", "min (step)", "max (step)", "mean", "count", "NaN",
-                     show_edge=False, pad_edge=False)
-        for key, s in d.summaries.items():
-            if s["count"] == 1:
-                sums.add_row(key, DASH, fmt(s["last"]), DASH, DASH, DASH, "1", str(s["nan_count"]))
-            else:
-                sums.add_row(key, fmt(s["first"]), fmt(s["last"]), f"{fmt(s['min'])} ({fmt(s['min_step'])})",
-                             f"{fmt(s['max'])} ({fmt(s['max_step'])})", fmt(s["mean"]), str(s["count"]),
-                             str(s["nan_count"]))
-        out.append(sums)
-    else:
+    out.append("")
+    series = {k: v for k, v in d.summaries.items() if v["count"] != 1}
+    single = {k: v for k, v in d.summaries.items() if v["count"] == 1}
+    if series:
+        rows = [[key, fmt(v["first"]), fmt(v["last"]), f"{fmt(v['min'])} ({fmt(v['min_step'])})",
+                 f"{fmt(v['max'])} ({fmt(v['max_step'])})", fmt(v["mean"]), str(v["count"]), str(v["nan_count"])]
+                for key, v in series.items()]
+        out.append(text_table(("series", "first", "last", "min (step)", "max (step)", "mean", "count", "NaN"),
+                              rows, frozenset({"first", "last", "mean", "count", "NaN"}), width=width,
+                              wrap={"series": None, "min (step)": None, "max (step)": None}))
+    if single:
+        rows = [[key, fmt(v["last"])] for key, v in single.items()]
+        out += fit_table(("metric", "value"), rows, width=width, wrap={"metric": None})[0]
+    if not d.summaries:
         out.append("summaries: none recorded")
     if d.loss:
         finite = [v for v in d.loss if math.isfinite(v)]
-        tail = f"  {fmt(d.loss[0])} → {fmt(d.loss[-1])}" + (f" (min {fmt(min(finite))})" if finite else "")
-        out.append(f"loss {sparkline(d.loss)}{tail}  [{len(d.loss)} steps]")
+        tail = f"{fmt(d.loss[0])} → {fmt(d.loss[-1])}" + (f" (min {fmt(min(finite))})" if finite else "")
+        spark = sparkline(d.loss, min(60, max((width or 80) - 5, 10)))
+        out += _items([f"loss {spark}", tail, f"[{len(d.loss)} steps]"], width)
     else:
         out.append("loss: no history")
     return out
+
+
+# ----------------------------------------------------------------------------------------- run
+def mean_std(values: Sequence[float]) -> str:
+    """``0.2866 ± 0.0037`` (mean ± sample std) to significant digits, so small losses never read ``0 ± 0``."""
+    import statistics
+
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return DASH
+    if len(vals) == 1:
+        return f"{fmt(vals[0])} (one run)"
+    return f"{fmt(statistics.fmean(vals))} ± {fmt(statistics.stdev(vals), 2)}"
+
+
+def run_summary(title: str, groups: Sequence[tuple[str, str, Sequence[float], Sequence[float], Sequence[float]]],
+                width: int | None = None) -> str:
+    """``expsvc run``'s table: per group its label, run counts, final loss and test accuracy (mean ± std over
+    the finished runs, significant digits) and mean updates; labels wrap to fit ``width``."""
+    import statistics
+
+    rows = [[label, counts, mean_std(losses), mean_std(accs),
+             fmt(statistics.fmean(upd), 4) if upd else DASH] for label, counts, losses, accs, upd in groups]
+    header = ("group", "runs", "final loss (mean ± std)", "test accuracy", "updates")
+    lines, hidden = fit_table(header, rows, frozenset({"updates"}), width=width, drop=("updates",),
+                              wrap={"group": None, "runs": None}, squeeze={"group": 10, "runs": 8})
+    import textwrap
+
+    return "\n".join([*textwrap.wrap(title, width or max(len(title), 1)), *lines, *hidden_note(hidden, width)])
 
 
 # ----------------------------------------------------------------------------------------- compare
@@ -303,34 +501,55 @@ def _sentences(result: CompareResult) -> list[str]:
     return [s for g in result.groups for s in g.sentences.values()]
 
 
-def compare_table(result: CompareResult, width: int = 100) -> str:
+COMPARE_DROP = ("IQM [95 % boot]", "median", "min – max", "std")
+"""The statistics a narrow terminal leaves out of ``compare``'s tables, first named first."""
+PROSE_WIDTH = 100
+
+
+def compare_table(result: CompareResult, width: int | None = None) -> str:
     """The terminal form: the groups table, one table per metric, the sentences and the method.
 
     Plain fixed-width text (rich took over a second for the 100 tables of 20 groups × 5 metrics); min and
-    max share a column and the Δ method goes under the table.  Markdown, JSON and CSV keep every field.
+    max share a column and the Δ method goes under the table.  No line is longer than ``width`` (None: no
+    limit): labels wrap, and the IQM, median, min – max and std columns are left out in that order when
+    the rest does not fit (one note says which).  Markdown, JSON and CSV keep every field.
     """
     import textwrap
 
-    out = [f"experiment {result.experiment}: groups", text_table(GROUP_HEADER, group_rows(result)), ""]
+    group_cells = group_rows(result)
+    header: Sequence[str] = GROUP_HEADER
+    if all(row[0].removesuffix(" (baseline)") == row[1] for row in group_cells):  # the label says it all
+        header, group_cells = [h for h in header if h != "parameters"], [[r[0], *r[2:]] for r in group_cells]
+    groups, hidden = fit_table(header, group_cells, width=width, drop=("seeds",),
+                               wrap={"group": None, "parameters": None, "seeds": 5},
+                               squeeze={"group": 10, "parameters": 10})
+    prose = min(width or PROSE_WIDTH, PROSE_WIDTH)
+    out = [*textwrap.wrap(f"experiment {result.experiment}: groups", prose), *groups, ""]
     rows = compare_rows(result)
     right = set(TERMINAL_HEADER) - {"group"}
+    wrap: dict[str, int | None] = {"group": None}
+    squeeze = {"group": 10, "IQM [95 % boot]": 8, "min – max": 8, "mean ± 95 % CI": 9, "Δ vs baseline ± 95 % CI": 9}
     for m in result.metrics:
         cells, tags = [], set()
         for row in rows[m.label]:
             diff, tag = _split_tag(row[8])
             tags.add(tag)
             cells.append([*row[:6], f"{row[6]} – {row[7]}", diff, *row[9:]])
-        out += [_metric_title(m), text_table(TERMINAL_HEADER, cells, right)]
+        lines, left_out = fit_table(TERMINAL_HEADER, cells, right, width=width, drop=COMPARE_DROP, wrap=wrap,
+                                    squeeze=squeeze)
+        hidden += left_out
+        out += [*textwrap.wrap(_metric_title(m), prose), *lines]
         tags.discard("")
         if tags:
-            out.append("Δ: " + "; ".join(sorted(tags)))
+            out += textwrap.wrap("Δ: " + "; ".join(sorted(tags)), prose)
         out.append("")
-    wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ")
-    out += [wrap.fill(f"warning: {w}") for w in result.warnings]  # before the sentences they qualify
-    out += [wrap.fill(f"• {s}") for s in _sentences(result)]
-    out += [wrap.fill(note) for note in _notes(result)]
+    out += hidden_note(hidden, width, "--wide or --format markdown shows them")
+    wrap_prose = textwrap.TextWrapper(width=prose, subsequent_indent="  ", break_on_hyphens=False)
+    out += [wrap_prose.fill(f"warning: {w}") for w in result.warnings]  # before the sentences they qualify
+    out += [wrap_prose.fill(f"• {s}") for s in _sentences(result)]
+    out += [wrap_prose.fill(note) for note in _notes(result)]
     out.append("Method:")
-    out += [textwrap.fill(line, width=width, initial_indent="  ", subsequent_indent="  ")
+    out += [textwrap.fill(line, width=prose, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
             for line in result.method if line]
     return "\n".join(out)
 

@@ -10,11 +10,11 @@ import json
 import math
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, PlainValuesGroup, console, fail
+from expsvc.cli.common import DbOption, PlainValuesGroup, WideOption, console, fail, output_width
 
 app = typer.Typer(
     name="expsvc",
@@ -34,12 +34,23 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from expsvc import __version__
+
+        typer.echo(f"expsvc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     plugins_dir: Annotated[
         str | None,
         typer.Option("--plugins-dir", help="Folder of local plugin .py files (default: ./plugins)."),
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print expsvc's version and exit.")
+    ] = False,
 ) -> None:
     """expsvc: plugin-based experiments with tracked runs."""
     if plugins_dir is not None:
@@ -69,29 +80,75 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     console().print(table)
 
 
+def _signature(cls: type) -> list[str]:
+    """A component's arguments as ``name=default`` (``name`` when required)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 @app.command()
 def components(
-    kind: Annotated[
-        str | None, typer.Argument(help="layer, activation, loss, optimizer, scheduler, dataset or metric.")
+    what: Annotated[
+        str | None, typer.Argument(metavar="[KIND|NAME]", help="A kind (layer, activation, loss, optimizer, "
+                                   "scheduler, dataset, metric) to list, or a component's name to describe.")
     ] = None,
+    wide: WideOption = False,
 ) -> None:
-    """List registered components by kind, with the plugin that provides each and its arguments."""
+    """List registered components by kind with their arguments and defaults, or describe one (`components moons`)."""
+    from expsvc.analysis.render import text_table
     from expsvc.errors import did_you_mean
     from expsvc.plugins import get_system
-    from expsvc.registry import KINDS, allowed_arguments
+    from expsvc.registry import KINDS
 
-    if kind is not None and kind not in KINDS:
-        fail(f"unknown kind {kind!r}{did_you_mean(kind, KINDS)}; allowed: {', '.join(KINDS)}")
     system = get_system()
-    from rich.table import Table
-
-    table = Table("kind", "name", "arguments", "plugin", "version")
-    for k in [kind] if kind else list(KINDS):
+    if what is not None and what not in KINDS:
+        found = [(k, reg) for k in KINDS for reg in system.registry.registrations(k)
+                 if what == reg.name or what in reg.aliases]
+        if not found:
+            names = sorted({n for k in KINDS for n in system.registry.names(k)})
+            fail(f"unknown kind or component {what!r}{did_you_mean(what, [*KINDS, *names])}; kinds: "
+                 f"{', '.join(KINDS)} (or a component's name, see `expsvc components`)")
+        _describe_components(system, found, output_width(wide))
+        return
+    rows = []
+    for k in [what] if what else list(KINDS):
         for reg in sorted(system.registry.registrations(k), key=lambda r: r.name):
             info = system.provenance(reg)
             name = reg.name + (f" ({', '.join(reg.aliases)})" if reg.aliases else "")
-            table.add_row(k, name, ", ".join(allowed_arguments(reg.cls)) or "-", reg.plugin, info.version or "-")
-    console().print(table)
+            rows.append([k, name, ", ".join(_signature(reg.cls)) or "-", reg.plugin, info.version or "-"])
+    typer.echo(text_table(("kind", "name", "arguments (defaults)", "plugin", "version"), rows,
+                          width=output_width(wide), drop=("version", "plugin"),
+                          wrap={"name": None, "arguments (defaults)": 12, "plugin": None},
+                          squeeze={"name": 8, "plugin": 8}))
+
+
+def _describe_components(system: Any, found: list[tuple[str, Any]], width: int | None) -> None:
+    """``expsvc components NAME``: kind, aliases, plugin, version, arguments with defaults, documentation."""
+    import inspect
+    import textwrap
+
+    def say(text: str, indent: str = "") -> list[str]:
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
+                             break_on_hyphens=False) if width else [indent + text]
+
+    out: list[str] = []
+    for kind, reg in found:
+        info = system.provenance(reg)
+        out += say(f"{reg.name} ({kind})" + (f", also {', '.join(reg.aliases)}" if reg.aliases else ""))
+        out += say(f"plugin {reg.plugin}, package {info.package or '-'}, version {info.version or '-'}", "  ")
+        args = _signature(reg.cls)
+        out += say("arguments: " + (", ".join(args) if args else "none"), "  ")
+        doc = inspect.getdoc(reg.cls) or ""
+        for paragraph in [p for p in doc.split("\n\n") if p.strip()][:3]:
+            out += ["", *say(" ".join(paragraph.split()), "  ")]
+        out.append("")
+    typer.echo("\n".join(out).rstrip())
 
 
 GRADCHECK_MAX_ENTRIES = 100_000
@@ -191,10 +248,11 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, run
+    from expsvc.cli import analysis, db, experiments, run
 
     run.register(app)
     analysis.register(app)
+    experiments.register(app)
     db.register(db_app)
     _REGISTERED.append(True)
 

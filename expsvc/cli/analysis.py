@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,15 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, ForceOption, check_outputs, console, fail, open_store
+from expsvc.cli.common import DbOption, ForceOption, WideOption, check_outputs, fail, open_store, output_width
 
 ExperimentOption = Annotated[
     str | None, typer.Option("--experiment", "-e", help="Experiment name (default: all for runs/export, the "
                                                         "latest for compare/plot).")]
 WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
-                                                   "(see docs: fields params.K, metrics.K, min/max/last/first/mean(K), "
-                                                   "status, seed, updates, epochs, duration, experiment, group, id).")]
+                                                   "(fields params.K, metrics.K, min/max/last/first/mean(K), status, "
+                                                   "seed, updates, epochs, duration, experiment, tag, group, id).")]
 COMPARE_FORMATS = ("table", "markdown", "json", "csv")
 TABLE_LIMIT = 100
 
@@ -68,9 +67,11 @@ def runs(
                                                                     f"{TABLE_LIMIT}).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
-    """List runs, newest first: id, experiment, the parameters that vary, seed, status, final loss..."""
+    """List runs, newest first: id, experiment, the optimizer and the parameters that tell each experiment's
+    configurations apart, seed, status, final loss... (fitted to the terminal; --wide for every column)."""
     from expsvc.analysis import listing, render
     from expsvc.store import read
 
@@ -84,8 +85,10 @@ def runs(
         exp_id, _ = _experiment_id(store, experiment, latest=False)
         rows = read.runs(store, where=where, experiment_ids=None if exp_id is None else [exp_id], status=status,
                          sort=sort, limit=None if wanted is None else wanted + 1)
-    more = wanted is not None and len(rows) > wanted
-    rows = rows[:wanted] if wanted is not None else rows
+        more = wanted is not None and len(rows) > wanted
+        rows = rows[:wanted] if wanted is not None else rows
+        configs = read.experiment_configs(store, {r.experiment for r in rows}) if table and rows else {}
+    params = listing.identifying_params(rows, configs) if table and rows else []
     if as_json:
         typer.echo(render.runs_json(rows))
         return
@@ -95,7 +98,7 @@ def runs(
     if not rows:
         typer.echo("no runs match")
         return
-    typer.echo(render.runs_table(rows, listing.varying_params(rows)))
+    typer.echo(render.runs_table(rows, params, width=output_width(wide)))
     if more:
         typer.echo(f"showing the first {wanted} runs; more match (use --limit)")
 
@@ -103,6 +106,7 @@ def runs(
 def show(
     run: Annotated[str, typer.Argument(help="Run id or any unique prefix.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """One run: config, components (plugin, package, version), status and error, summaries, loss sparkline."""
@@ -116,9 +120,7 @@ def show(
 
         typer.echo(strict_json(details.to_dict()))  # NaN and ±inf as null, like every --json
         return
-    out = console()
-    for item in render.show_text(details):
-        out.print(item)
+    typer.echo("\n".join(render.show_text(details, width=output_width(wide))))
 
 
 def _curves(store: Any, groups: list[Any]) -> list[Any]:
@@ -127,7 +129,8 @@ def _curves(store: Any, groups: list[Any]) -> list[Any]:
 
     hist = read.histories(store, [r.id for g in groups for r in g.runs], "loss")
     return [CurveGroup(g.label, {r.id: hist[r.id]["loss"] for r in g.runs if r.id in hist},
-                       {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged")) for g in groups]
+                       {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged"),
+                       {r.id: r.status for r in g.runs}) for g in groups]
 
 
 def _by(by: str | None) -> list[str] | None:
@@ -162,6 +165,7 @@ def compare(
     plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.",
                                              metavar="FILE")] = None,
     force: ForceOption = False,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """Compare the groups of an experiment with a baseline: intervals, paired/Welch tests, P(better)."""
@@ -190,7 +194,7 @@ def compare(
     elif fmt == "markdown":
         typer.echo(render.compare_markdown(result), nl=False)
     else:
-        typer.echo(render.compare_table(result, width=max(80, shutil.get_terminal_size().columns)))
+        typer.echo(render.compare_table(result, width=output_width(wide)))
     if plot:
         typer.echo(f"wrote {info.path} ({info.lines} runs, {info.bands} bands)", err=True)
 
@@ -204,7 +208,11 @@ def plot(
     x: Annotated[
         str, typer.Option("--x", help="x axis: epoch (mean loss per epoch) or update (every step).")
     ] = "epoch",
-    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis.")] = False,
+    log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic loss axis (geometric mean, band from the "
+                                                         "mean log loss).")] = False,
+    smooth: Annotated[float, typer.Option("--smooth", help="Smooth each curve with TensorBoard's debiased EMA "
+                                                           "of this weight, 0 (none) to <1, e.g. 0.9; the raw "
+                                                           "mean stays faint.")] = 0.0,
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
                                                                 "predictions.png).", metavar="FILE")] = None,
     force: ForceOption = False,
@@ -249,7 +257,7 @@ def plot(
         cmp.resolve_params(records)
         groups = cmp.group_runs(records, keys)
         curves = _curves(store, groups)
-        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y,
+        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y, smooth=smooth,
                                       title=f"{exp_name}: training loss, mean and 95 % t band")
     for note in info.notes:
         typer.echo(f"note: {note}", err=True)

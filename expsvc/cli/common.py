@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, NoReturn, get_args, get_origin
 
 import typer
 from typer.core import TyperGroup
@@ -54,6 +55,27 @@ def open_store(db: str | None, *, create: bool = False) -> Any:
         return RunStore.open(db or os.environ.get("EXPSVC_DB") or None, create=create)
     except ExpsvcError as err:
         fail(str(err))
+
+
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Every column at full width, whatever the terminal's width.")]
+
+
+def output_width(wide: bool = False) -> int | None:
+    """How many columns a table may use: None (no limit) with ``--wide``; else ``$COLUMNS``; else the
+    terminal's width; and no limit when standard output is not a terminal (a file or a pipe gets one whole
+    line per row, so it stays easy to parse; set ``COLUMNS`` to fit it anyway)."""
+    if wide:
+        return None
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    import shutil
+    import sys
+
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def console(stderr: bool = False) -> Any:
@@ -183,9 +205,56 @@ class _PlainValues:
 
 
 def _plain_param(param: Any) -> None:
-    """Give ``param`` :class:`_PlainValues` coercion unless typer has none to replace (or built it already)."""
+    """Give ``param`` :class:`_PlainValues` coercion unless typer has none to replace (or built it already),
+    and a readable metavar."""
     if getattr(param, "_runtime_param", False) is None and hasattr(param, "type_descriptor"):
         param._runtime_param = _PlainValues(param)
+    _readable_metavar(param)
+
+
+METAVARS = {str: "TEXT", int: "INT", float: "NUMBER"}
+"""Metavars shown in help for option values (typer's own read ``<list[str]>`` for a repeatable option)."""
+
+
+def _readable_metavar(param: Any) -> None:
+    """``--opt TEXT`` rather than ``--opt <list[str]>``; an argument is shown by its name alone (``RUN``), its
+    help saying what it takes."""
+    if getattr(param, "param_type_name", "") == "argument" and hasattr(param, "display_type_rich"):
+        param.display_type_rich = _no_type
+        return
+    if getattr(param, "metavar", "") is not None or getattr(param, "is_flag", False):
+        return
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or getattr(param, "param_type_name", "") != "option":
+        return
+    ann = desc.annotation
+    if get_origin(ann) is list:
+        (ann,) = get_args(ann)
+    if ann in METAVARS:
+        param.metavar = METAVARS[ann]
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+HELP_DEFAULTS: dict[str, Callable[[], Mapping[str, str]]] = {}
+"""Per command name, the values of the ``{key}`` placeholders in its options' help (e.g. the defaults of
+``run``, from the spec's own table); filled in when the command is resolved, so that modules too costly to
+import at start-up (``expsvc runs`` must stay fast) load only for that command."""
+
+
+def _fill_help(name: str | None, cmd: Any) -> None:
+    provider = HELP_DEFAULTS.get(name or "")
+    if provider is None or getattr(cmd, "_expsvc_help_filled", False):
+        return
+    values = provider()
+    for param in getattr(cmd, "params", ()):
+        if getattr(param, "help", None) and "{" in param.help:
+            param.help = param.help.format_map(values)
+    if cmd.help and "{" in cmd.help:
+        cmd.help = cmd.help.format_map(values)
+    cmd._expsvc_help_filled = True
 
 
 def plain_values(command: Any) -> None:
@@ -253,6 +322,7 @@ class PlainValuesGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         """The subcommand to run, its ``--help`` option given plain coercion as well."""
         name, cmd, rest = super().resolve_command(ctx, args)
+        _fill_help(name, cmd)
         # the subcommand's context inherits help_option_names from ``ctx`` unless its settings override them
         if cmd is not None and "help_option_names" not in (getattr(cmd, "context_settings", None) or {}):
             _plain_param(cmd.get_help_option(ctx))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from expsvc.cli.common import DbOption, console, fail
+from expsvc.cli.common import HELP_DEFAULTS, DbOption, WideOption, console, fail, output_width
 
 
 def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | None:
@@ -26,55 +26,73 @@ def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | N
     return out
 
 
-def _summary(result: Any) -> None:
-    import numpy as np
-    from rich.table import Table
+def _data_seed(raw: str | None) -> int | str | None:
+    """``--data-seed``: ``run`` or an integer (checked further by the spec)."""
+    if raw is None or raw == "run":
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        fail(f"--data-seed: {raw!r} is not allowed; expected 'run' or an integer seed >= 0")
 
-    table = Table("group", "runs", "final loss (mean ± std)", "test accuracy", "updates", title=result.experiment)
+
+def _summary(result: Any, wide: bool = False) -> None:
+    from expsvc.analysis.render import run_summary
+
+    groups = []
     for group in result.groups:
         counts: dict[str, int] = {}
         for o in group.outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
         done = [o for o in group.outcomes if o.final_loss is not None and o.status == "finished"]
-        losses = np.array([o.final_loss for o in done], dtype=float)
-        acc = np.array([o.metrics.get("test_accuracy", np.nan) for o in done], dtype=float)
-        upd = np.array([o.updates for o in done], dtype=float)
-        loss_text = "-"
-        if len(losses):
-            loss_text = f"{losses.mean():.4f} ± {losses.std(ddof=1):.4f}" if len(losses) > 1 else f"{losses[0]:.4f}"
-        table.add_row(
-            group.label,
-            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
-            loss_text,
-            f"{np.nanmean(acc):.3f}" if len(acc) and not np.isnan(acc).all() else "-",
-            f"{upd.mean():.0f}" if len(upd) else "-",
-        )
-    out = console()
-    out.print(table)
+        groups.append((
+            group.label, ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            [o.final_loss for o in done],
+            [o.metrics["test_accuracy"] for o in done if o.metrics.get("test_accuracy") is not None],
+            [float(o.updates) for o in done if o.updates is not None],
+        ))
+    typer.echo(run_summary(f"experiment {result.experiment}", groups, width=output_width(wide)))
 
 
 def run(
     file: Annotated[str | None, typer.Argument(help="A TOML experiment file (flags override its values).")] = None,
-    opt: Annotated[list[str] | None, typer.Option("--opt", help="Optimizer spec; repeat for a grid.")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="Run seeds 0..N-1.")] = None,
+    opt: Annotated[list[str] | None, typer.Option(
+        "--opt", help="Optimizer spec; repeat for a grid (default: {optimizer}).")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Run seeds 0..N-1 (default: {seeds}). A seed sets the initial weights and the batch "
+                        "order; the data is the same for every seed unless --data-seed says otherwise.")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Run this seed; repeatable.")] = None,
-    lr: Annotated[list[str] | None, typer.Option("--lr", help="Learning rate; repeat for a grid.")] = None,
-    epochs: Annotated[list[str] | None, typer.Option("--epochs", help="Maximum epochs; repeatable.")] = None,
-    batch_size: Annotated[list[str] | None, typer.Option("--batch-size", help="Batch size; repeatable.")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="Layers, e.g. 'linear(5), tanh, linear(1)'.")]
-    = None,
-    loss: Annotated[list[str] | None, typer.Option("--loss", help="Loss spec; repeatable.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Dataset spec; repeatable.")] = None,
-    schedule: Annotated[list[str] | None, typer.Option("--schedule", help="LR schedule spec; repeatable.")] = None,
-    tol: Annotated[str | None, typer.Option("--tol", help="Stop when the last loss changes less (0: never).")]
-    = None,
-    shuffle: Annotated[bool | None, typer.Option("--shuffle/--no-shuffle", help="Reshuffle every epoch.")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="float64 (default) or float32.")] = None,
+    lr: Annotated[list[str] | None, typer.Option(
+        "--lr", help="Learning rate; repeat for a grid (default: {lr}).")] = None,
+    epochs: Annotated[list[str] | None, typer.Option(
+        "--epochs", help="Maximum epochs; repeatable (default: {epochs}).")] = None,
+    batch_size: Annotated[list[str] | None, typer.Option(
+        "--batch-size", help="Batch size; repeatable (default: {batch_size}).")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Layers; repeatable (default: '{model}').")] = None,
+    loss: Annotated[list[str] | None, typer.Option(
+        "--loss", help="Loss spec; repeatable (default: {loss}).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="Dataset spec; repeatable (default: {dataset}; see `expsvc components dataset`).")] = None,
+    schedule: Annotated[list[str] | None, typer.Option(
+        "--schedule", help="LR schedule spec; repeatable (default: {schedule}).")] = None,
+    tol: Annotated[str | None, typer.Option(
+        "--tol", help="Stop when the last update's loss changes less than this between epochs (default: {tol}; "
+                      "0: never stop early).")] = None,
+    shuffle: Annotated[bool | None, typer.Option(
+        "--shuffle/--no-shuffle", help="Reshuffle every epoch (default: batches in order).")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float64 or float32 (default: {dtype}).")] = None,
+    data_seed: Annotated[str | None, typer.Option(
+        "--data-seed", metavar="SEED|run", help="Seed of the data. Default: the dataset's own seed argument (0 "
+        "unless the dataset spec says otherwise), the same data for every run seed, so seeds are paired. "
+        "An integer draws every run's data with it; 'run' resamples the data with each run's seed (seeds then "
+        "train one by one).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
     no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run seeds one by one.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
+    wide: WideOption = False,
     executor: Annotated[str, typer.Option("--executor", help="local (processes here) or dask.")] = "local",
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster).")
@@ -87,6 +105,7 @@ def run(
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import Experiment
     from expsvc.runner.executors import make_executor
+    from expsvc.runner.spec import shares_data
 
     if jobs is not None and jobs < 1:
         fail(f"--jobs: {jobs} is not allowed; expected a positive integer")
@@ -97,11 +116,12 @@ def run(
     if resume is not None:
         grid = {"FILE": file, "--opt": opt, "--seeds": seeds, "--seed": seed, "--lr": lr, "--epochs": epochs,
                 "--batch-size": batch_size, "--model": model, "--loss": loss, "--dataset": dataset,
-                "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name}
+                "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name,
+                "--data-seed": data_seed}
         given = [flag for flag, value in grid.items() if value not in (None, [])]
         if given:
             fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
-        _resume(resume, db, jobs, not no_vectorize, quiet, runner)
+        _resume(resume, db, jobs, not no_vectorize, quiet, runner, wide)
         return
     if seeds is not None and seed:
         fail("--seeds and --seed exclude each other; give a count or pick seeds")
@@ -119,6 +139,7 @@ def run(
         "shuffle": shuffle,
         "dtype": dtype,
         "name": name,
+        "data_seed": _data_seed(data_seed),
     }
     values = {k: v for k, v in values.items() if v is not None}
     try:
@@ -127,15 +148,18 @@ def run(
     except ExpsvcError as err:
         fail(str(err))
     vectorize = not no_vectorize
-    per_task = len(experiment.spec.seeds) if vectorize else 1
-    bars = [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)
-            for config in experiment.spec.configs() for _ in range(len(experiment.spec.seeds) // per_task)]
+    bars = []
+    for config in experiment.spec.configs():
+        per_task = len(experiment.spec.seeds) if vectorize and shares_data(config) else 1
+        bars += [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)] * (
+            len(experiment.spec.seeds) // per_task)
     result = _execute(runner, bars, quiet, lambda progress: experiment.run(
         db=db, jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
-    _report(result, db, quiet)
+    _report(result, db, quiet, wide)
 
 
-def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any) -> None:
+def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any,
+            wide: bool = False) -> None:
     """``expsvc run --resume NAME``: run again what did not finish, with the stored configs and seeds."""
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import plan_resume
@@ -156,7 +180,7 @@ def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet:
         typer.echo(f"resuming {len(plan.run_ids)} of {total} runs of experiment {plan.experiment!r}", err=True)
     result = _execute(runner, bars, quiet, lambda progress: plan.run(
         jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
-    _report(result, db, quiet)
+    _report(result, db, quiet, wide)
 
 
 def _execute(runner: Any, bars: list[tuple[str, int]], quiet: bool, call: Any) -> Any:
@@ -210,13 +234,16 @@ def _started(runner: Any) -> Iterator[None]:
             close()
 
 
-def _report(result: Any, db: str | None, quiet: bool) -> None:
+def _report(result: Any, db: str | None, quiet: bool, wide: bool = False) -> None:
     if not quiet:
-        _summary(result)
+        _summary(result, wide)
+        import textwrap
+
         hint = "expsvc compare" + (f" --db {_shown(db)}" if db else "")
-        typer.echo(f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
-                   + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items()))
-                   + f". Next: {hint}")
+        text = (f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
+                + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())) + f". Next: {hint}")
+        width = output_width(wide)
+        typer.echo("\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) if width else text)
     if result.statuses().get("failed"):
         _failure_reasons(result)
         raise typer.Exit(1)
@@ -264,5 +291,13 @@ def _with_progress(bars: list[tuple[str, int]], call: Any) -> Any:
     return result
 
 
+def _help_defaults() -> dict[str, str]:
+    """The ``{key}`` values of ``run``'s help: the spec's defaults (lists joined with commas)."""
+    from expsvc.runner.spec import DEFAULTS
+
+    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in DEFAULTS.items()}
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    HELP_DEFAULTS["run"] = _help_defaults

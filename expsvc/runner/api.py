@@ -23,7 +23,7 @@ from expsvc.plugins import get_system
 from expsvc.runner.build import build, check, load_dataset
 from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, group_tasks
 from expsvc.runner.executors import Executor, LocalExecutor
-from expsvc.runner.spec import GRID_KEYS, ExperimentSpec, RunConfig
+from expsvc.runner.spec import GRID_KEYS, ExperimentSpec, RunConfig, dataset_for, shares_data
 
 
 @dataclass
@@ -89,9 +89,10 @@ class Experiment:
         configs = self.spec.configs()
         data: dict[str, DataSplit] = {}
         for config in configs:
-            if config.dataset not in data:
-                data[config.dataset] = load_dataset(system, config.dataset)[0]
-            check(system, config, data[config.dataset], replicas=len(self.spec.seeds))
+            dataset = dataset_for(config, self.spec.seeds[0])
+            if dataset not in data:
+                data[dataset] = load_dataset(system, dataset)[0]
+            check(system, config, data[dataset], replicas=len(self.spec.seeds) if shares_data(config) else 1)
         self._validated[plugins_dir] = configs
         return configs
 
@@ -173,7 +174,7 @@ class ResumePlan:
         """One task per configuration (its resumed seeds vectorised) or, without vectorisation, one per seed."""
         tasks: list[GroupTask] = []
         for group in self.groups:
-            chunks = [group.runs] if vectorize else [[run] for run in group.runs]
+            chunks = [group.runs] if vectorize and shares_data(group.config) else [[run] for run in group.runs]
             for chunk in chunks:
                 tasks.append(GroupTask(len(tasks), self.url, group.config, tuple(seed for _, seed in chunk),
                                        tuple(run_id for run_id, _ in chunk), self.plugins_dir))
@@ -220,16 +221,17 @@ def plan_resume(experiment: str, *, db: str | None = None, plugins_dir: str | No
     groups: dict[str, ResumeGroup] = {}
     for run in runs:
         try:
-            config = RunConfig(**{k: run.config[k] for k in RunConfig.__dataclass_fields__})
+            config = RunConfig.from_dict(run.config)
         except (KeyError, TypeError):
             raise ExpsvcError(f"run {run.id[:8]} has no complete configuration; it cannot be resumed") from None
         groups.setdefault(run.group_key, ResumeGroup(config, [])).runs.append((run.id, int(run.seed)))
     system = get_system(plugins_dir)
     data: dict[str, DataSplit] = {}
     for group in groups.values():
-        if group.config.dataset not in data:
-            data[group.config.dataset] = load_dataset(system, group.config.dataset)[0]
-        check(system, group.config, data[group.config.dataset])
+        dataset = dataset_for(group.config, group.runs[0][1])
+        if dataset not in data:
+            data[dataset] = load_dataset(system, dataset)[0]
+        check(system, group.config, data[dataset])
     return ResumePlan(found.name, found.id, url, counts, list(groups.values()), plugins_dir)
 
 
@@ -283,8 +285,7 @@ def load_model(run_id: str, db: str | None = None, plugins_dir: str | None = Non
         arrays = store.load_params(run.id)
     finally:
         store.close()
-    fields = {k: config[k] for k in RunConfig.__dataclass_fields__}
-    comps = build(get_system(plugins_dir), RunConfig(**fields), [int(config.get("seed", 0))])
+    comps = build(get_system(plugins_dir), RunConfig.from_dict(config), [int(config.get("seed", 0))])
     for p in comps.model.tensors():
         if p.name not in arrays:
             raise ExpsvcError(f"run {run.id[:8]}: stored parameters lack {p.name!r}; cannot rebuild the model")

@@ -16,7 +16,7 @@ from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem
 from expsvc.registry import PluginFailure, Registration, instantiate, plugin_code
 from expsvc.runner.budget import check_memory, dataset_bytes, model_shapes, training_bytes
-from expsvc.runner.spec import RunConfig, optimizer_spec
+from expsvc.runner.spec import RunConfig, dataset_for, optimizer_spec, shares_data
 from expsvc.specs import ComponentSpec, parse, parse_list
 
 MODEL_KINDS = ("layer", "activation")
@@ -75,17 +75,21 @@ def metrics_for(system: PluginSystem, task: str) -> dict[str, Any]:
 
 def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
           data: DataSplit | None = None, replicas: int = 0) -> Components:
-    """Build the components of one group of ``seeds`` (init from each seed's own stream).
+    """Build the components of one group of ``seeds`` (init from each seed's own stream; the data from
+    :func:`~expsvc.runner.spec.dataset_for`, which all the seeds of a group share).
 
     Refuses, before allocating the model, a group that needs more memory than the budget; ``replicas``
     (if larger than ``len(seeds)``) sizes that check for a larger group than the one built."""
+    if not shares_data(config) and len(seeds) > 1:
+        raise ExpsvcError(f"data_seed {config.data_seed!r} gives each seed its own data: build one seed at a time")
     provenance: list[tuple[Registration, ComponentSpec]] = []
     data_reg = None
+    dataset = dataset_for(config, seeds[0])
     if data is None:
-        data, data_reg, data_spec = load_dataset(system, config.dataset)
+        data, data_reg, data_spec = load_dataset(system, dataset)
         provenance.append((data_reg, data_spec))
     else:
-        spec = parse(config.dataset, "dataset")
+        spec = parse(dataset, "dataset")
         provenance.append((system.registry.resolve("dataset", spec.name), spec))
     layers = [_make(system, MODEL_KINDS, s, "model", provenance) for s in parse_list(config.model, "model")]
     loss = _make(system, "loss", parse(config.loss, "loss"), "loss", provenance)

@@ -26,7 +26,7 @@ from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
 from expsvc.registry import Part, blame, describe_exception
 from expsvc.runner.build import Components, build
-from expsvc.runner.spec import RunConfig
+from expsvc.runner.spec import RunConfig, shares_data
 from expsvc.store import history as _history  # noqa: F401  (loaded here, before workers fork, not in each)
 
 Progress = Callable[[int, int, int], None]
@@ -212,10 +212,11 @@ def _salvage(store: Any, trainer: Trainer | None, hooks: StoreHooks | None) -> N
 
 def group_tasks(url: str, configs: Sequence[RunConfig], seeds: Sequence[int], run_ids: Sequence[Sequence[str]],
                 vectorize: bool, plugins_dir: str | None) -> list[GroupTask]:
-    """One task per configuration (all seeds vectorised) or, without vectorisation, one per seed."""
+    """One task per configuration (all seeds vectorised) or, without vectorisation or when each seed draws
+    its own data (``data_seed = "run"``), one per seed."""
     tasks: list[GroupTask] = []
     for config, ids in zip(configs, run_ids, strict=True):
-        if vectorize:
+        if vectorize and shares_data(config):
             tasks.append(GroupTask(len(tasks), url, config, tuple(seeds), tuple(ids), plugins_dir))
         else:
             for seed, run_id in zip(seeds, ids, strict=True):

@@ -33,8 +33,13 @@ DEFAULTS: dict[str, Any] = {
     "tol": 1e-5,
     "shuffle": False,
     "dtype": "float64",
+    "data_seed": None,
 }
-"""The seed experiment: Mini-BGD vs AdamW on ``points``, 2-5-3-1 tanh, BCE-with-logits, batch 50, lr 1e-3."""
+"""The seed experiment: Mini-BGD vs AdamW on ``points``, 2-5-3-1 tanh, BCE-with-logits, batch 50, lr 1e-3.
+
+``data_seed`` None keeps each dataset's own ``seed`` argument (default 0): every run sees the same data and
+its seed changes only the initial weights and the batch order (paired comparisons); an integer draws every
+run's data with that seed; ``"run"`` draws each run's data with the run's own seed."""
 
 GRID_KEYS = ("dataset", "model", "loss", "optimizer", "lr", "epochs", "batch_size", "schedule")
 """Keys that may hold a list of values; the runs are their product."""
@@ -84,9 +89,18 @@ class RunConfig:
     tol: float
     shuffle: bool
     dtype: str
+    data_seed: int | str | None = None  # see DEFAULTS; None is left out of as_dict (group keys stay as they were)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if out["data_seed"] is None:
+            del out["data_seed"]
+        return out
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunConfig:
+        """The configuration stored with a run (keys added later, such as ``data_seed``, may be missing)."""
+        return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
 
     @property
     def group_key(self) -> str:
@@ -117,6 +131,7 @@ class ExperimentSpec:
     tol: float = 1e-5
     shuffle: bool = False
     dtype: str = "float64"
+    data_seed: int | str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "spec") -> ExperimentSpec:
@@ -198,9 +213,19 @@ class ExperimentSpec:
         for key in ("name", "description"):
             if v[key] is not None and not (isinstance(v[key], str) and v[key].strip()):
                 raise _fail(key, v[key], "a non-empty string")
+        data_seed = v["data_seed"]
+        if data_seed is not None:
+            if data_seed != "run":
+                data_seed = int(_number("data_seed", data_seed, integer=True, positive=False, maximum=MAX_SEED))
+                if data_seed < 0:
+                    raise _fail("data_seed", data_seed, "'run' or a seed >= 0")
+            for text in grid["dataset"]:
+                if "seed" in parse(text, "dataset").kwargs:
+                    raise SpecValidationError(f"data_seed: dataset {text!r} sets its own seed; give the seed in one "
+                                              f"place (drop seed= from the dataset, or drop data_seed)")
         return cls(
             name=v["name"], description=v["description"], grid=grid, seeds=seed_list,
-            tol=tol, shuffle=v["shuffle"], dtype=v["dtype"],
+            tol=tol, shuffle=v["shuffle"], dtype=v["dtype"], data_seed=data_seed,
         )
 
     def configs(self) -> list[RunConfig]:
@@ -215,7 +240,7 @@ class ExperimentSpec:
                 dataset=values["dataset"], model=values["model"], loss=values["loss"],
                 optimizer=values["optimizer"], lr=lr, epochs=values["epochs"],
                 batch_size=values["batch_size"], schedule=values["schedule"], tol=self.tol,
-                shuffle=self.shuffle, dtype=self.dtype,
+                shuffle=self.shuffle, dtype=self.dtype, data_seed=self.data_seed,
             ))
         unique = list(dict.fromkeys(out))
         return unique
@@ -225,10 +250,26 @@ class ExperimentSpec:
         return [k for k in GRID_KEYS if len(self.grid[k]) > 1]
 
 
+def dataset_for(config: RunConfig, seed: int) -> str:
+    """The dataset spec the run with ``seed`` loads: the configuration's own when ``data_seed`` is None (the
+    same data for every seed), else with ``seed=`` set to ``data_seed`` or, for ``"run"``, to the run's seed."""
+    if config.data_seed is None:
+        return config.dataset
+    spec = parse(config.dataset, "dataset")
+    value = seed if config.data_seed == "run" else int(config.data_seed)
+    return str(ComponentSpec(spec.name, spec.args, {**spec.kwargs, "seed": value}))
+
+
+def shares_data(config: RunConfig) -> bool:
+    """Whether all seeds of ``config`` train on the same data (so they can share one vectorised group)."""
+    return config.data_seed != "run"
+
+
 def optimizer_spec(config: RunConfig) -> ComponentSpec:
     """The optimizer spec with the configuration's learning rate filled in."""
     spec = parse(config.optimizer, "optimizer")
     return spec if spec.args or "lr" in spec.kwargs else spec.with_defaults(lr=config.lr)
 
 
-__all__ = ["DEFAULTS", "GRID_KEYS", "ExperimentSpec", "RunConfig", "SpecError", "SpecValidationError"]
+__all__ = ["DEFAULTS", "GRID_KEYS", "ExperimentSpec", "RunConfig", "SpecError", "SpecValidationError", "dataset_for",
+           "shares_data"]

@@ -18,7 +18,17 @@ from sqlalchemy import exc
 
 from expsvc.store import bulk
 from expsvc.store.engine import StoreError, as_utc, display_url, parse_url, sqlite_path
-from expsvc.store.models import Experiment, MetricChunk, MetricSummary, Run, RunArtifact, RunComponent, RunParam
+from expsvc.store.models import (
+    Experiment,
+    ExperimentNote,
+    ExperimentTag,
+    MetricChunk,
+    MetricSummary,
+    Run,
+    RunArtifact,
+    RunComponent,
+    RunParam,
+)
 from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts, storable
 
 BATCH_RUNS = 100
@@ -88,6 +98,26 @@ def _target_experiment(conn: sa.Connection, source: Experiment) -> tuple[int, bo
     values = {"name": source.name, "description": source.description, "created_at": as_utc(source.created_at)}
     conn.execute(_insert_ignoring_conflicts(conn, table, ["name"]).values(**values))
     return int(conn.execute(query).scalar_one()), True
+
+
+def _copy_labels(src_store: RunStore, dst_store: RunStore, source_id: int, target_id: int) -> None:
+    """The experiment's tags and notes, added to the target's (a tag or note it has already is not repeated)."""
+    tags, notes = ExperimentTag.__table__, ExperimentNote.__table__
+    with src_store._tx(write=False) as src:
+        tag_rows = list(src.execute(sa.select(tags.c.tag).where(tags.c.experiment_id == source_id)).scalars())
+        note_rows = src.execute(sa.select(notes.c.created_at, notes.c.text).where(
+            notes.c.experiment_id == source_id)).all()
+    with dst_store._tx() as dst:
+        have = set(dst.execute(sa.select(tags.c.tag).where(tags.c.experiment_id == target_id)).scalars())
+        new_tags = [{"experiment_id": target_id, "tag": t} for t in tag_rows if t not in have]
+        if new_tags:
+            dst.execute(tags.insert(), new_tags)
+        seen = {(as_utc(c), t) for c, t in dst.execute(
+            sa.select(notes.c.created_at, notes.c.text).where(notes.c.experiment_id == target_id))}
+        new_notes = [{"experiment_id": target_id, "created_at": as_utc(c), "text": t} for c, t in note_rows
+                     if (as_utc(c), t) not in seen]
+        if new_notes:
+            dst.execute(notes.insert(), new_notes)
 
 
 def _present(conn: sa.Connection, run_ids: Sequence[str]) -> set[str]:
@@ -185,6 +215,7 @@ def _copy_experiments(src_store: RunStore, dst_store: RunStore, experiments: lis
         report.unfinished += len(listed) - len(wanted)
         with dst_store._tx() as dst:
             target_id, created = _target_experiment(dst, experiment)
+        _copy_labels(src_store, dst_store, experiment.id, target_id)
         if created:
             report.created.append(experiment.name)
         copied = 0

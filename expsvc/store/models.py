@@ -41,6 +41,30 @@ class Experiment(Base):
     description: Mapped[str | None] = mapped_column(Text)
 
 
+class ExperimentTag(Base):
+    """A tag of an experiment (``expsvc experiments tag``; ``--where "tag = 'baseline'"``)."""
+
+    __tablename__ = "experiment_tags"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    __table_args__ = (Index("ix_experiment_tags_tag", "tag"),)
+
+
+class ExperimentNote(Base):
+    """A dated note on an experiment (``expsvc experiments note``)."""
+
+    __tablename__ = "experiment_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 class Run(Base):
     """One seed of one configuration.
 

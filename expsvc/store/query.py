@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, and_, exists, not_, or_, select
+from sqlalchemy import Select, and_, exists, func, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from expsvc.store.models import Experiment, MetricSummary, Run, RunParam
+from expsvc.store.models import Experiment, ExperimentTag, MetricSummary, Run, RunParam
 
 if TYPE_CHECKING:
     from expsvc.analysis.grammar import Compare, Field, InList, Like, Node
@@ -28,6 +28,7 @@ EXPERIMENTS = Experiment.__table__.c
 RUN_COLUMNS: dict[str, Any] = {
     "status": RUNS.status, "seed": RUNS.seed, "updates": RUNS.updates, "epochs": RUNS.epochs,
     "duration": RUNS.duration, "experiment": EXPERIMENTS.name, "group": RUNS.group_key, "id": RUNS.id,
+    "tag": ExperimentTag.__table__.c.tag,
 }
 #: the time columns ``--sort`` accepts besides the grammar's fields
 TIME_COLUMNS = {"started": RUNS.started_at, "created": RUNS.created_at, "ended": RUNS.ended_at}
@@ -72,6 +73,13 @@ def compile_node(node: Node) -> ColumnElement[bool]:
     if f.key == "experiment":
         e = Experiment.__table__.alias("where_experiment")
         return exists(select(e.c.id).where(e.c.id == RUNS.experiment_id, _match(e.c.name, node)))
+    if f.key == "tag":  # a set: some tag matches (=, in, like) or none does (!=, not in, not like)
+        from expsvc.analysis.grammar import set_condition
+
+        negative, positive = set_condition(node)
+        t = ExperimentTag.__table__.alias("where_tag")
+        found = exists(select(t.c.tag).where(t.c.experiment_id == RUNS.experiment_id, _match(t.c.tag, positive)))
+        return not_(found) if negative else found
     col = RUN_COLUMNS[f.key]
     return and_(col.is_not(None), _match(col, node))
 
@@ -88,6 +96,9 @@ def sort_field_clauses(f: Field) -> list[ColumnElement[Any]]:
     if f.key == "experiment":
         e = Experiment.__table__.alias("sort_experiment")
         return [select(e.c.name).where(e.c.id == RUNS.experiment_id).scalar_subquery()]
+    if f.key == "tag":  # by the experiment's first tag
+        t = ExperimentTag.__table__.alias("sort_tag")
+        return [select(func.min(t.c.tag)).where(t.c.experiment_id == RUNS.experiment_id).scalar_subquery()]
     return [RUN_COLUMNS[f.key]]
 
 

@@ -226,6 +226,23 @@ def _params(conn: sa.Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]
     return out
 
 
+def experiment_configs(store: RunStore, names: Iterable[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every configuration of the named experiments: ``(experiment, group_key) -> parameters`` (what tells
+    an experiment's configurations apart, whichever of its runs are listed)."""
+    wanted = sorted(set(names))
+    configs: dict[tuple[str, str], dict[str, Any]] = {}
+    with store.reading() as conn:
+        for chunk in _chunks(wanted):
+            q = (sa.select(EXPERIMENTS.name, RUNS.group_key, PARAMS.key, PARAMS.value_text, PARAMS.value_num)
+                 .distinct().select_from(RunParam.__table__)
+                 .join(Run.__table__, RUNS.id == PARAMS.run_id)
+                 .join(Experiment.__table__, EXPERIMENTS.id == RUNS.experiment_id)
+                 .where(EXPERIMENTS.name.in_(chunk)))
+            for name, group, key, text, num in conn.execute(q):
+                configs.setdefault((name, group), {})[key] = decode_param(text, num)
+    return configs
+
+
 # ------------------------------------------------------------------------------------------------ runs
 def runs(
     store: RunStore, *, where: str | None = None, experiment_ids: Sequence[int] | None = None,
