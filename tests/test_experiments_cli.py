@@ -113,7 +113,7 @@ def test_experiments_list_describe_rename_tag_note(url: str) -> None:
         assert needle in desc.stdout
     data = json.loads(run_cli("experiments", "--json", "--tag", "baseline", "--db", url).stdout)
     assert [e["name"] for e in data] == ["seed-study"] and data[0]["tags"] == ["baseline", "paper:fig2"]
-    assert run_cli("experiments", "describe", "seed-study", "--set", "", "--db", url).returncode == 0
+    assert run_cli("experiments", "describe", "seed-study", "--clear", "--db", url).returncode == 0
     assert json.loads(run_cli("experiments", "describe", "seed-study", "--json", "--db", url).stdout)[
         "description"] is None
     assert run_cli("experiments", "tag", "seed-study", "paper:fig2", "--remove", "--db", url).returncode == 0

@@ -27,6 +27,7 @@ from expsvc.analysis.grammar import (
     tokenize,
 )
 from expsvc.store import RunStore, read
+from expsvc.store.models import ExperimentTag
 from expsvc.store.query import compile_node
 from expsvc.store.vocab import STATS
 
@@ -63,6 +64,8 @@ def _runs() -> list[dict[str, Any]]:
 
 
 RUNS = _runs()
+TAGS = {"alpha": ("baseline", "paper:fig2"), "beta": ()}
+"""The experiments' tags (``tag`` is a set-valued field: alpha has two, beta none)."""
 
 
 def _summaries(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -81,6 +84,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Any:
     engine = fixtures.create_db(f"sqlite:///{path}")
     with Session(engine) as s:
         exps = {name: fixtures.add_experiment(s, name) for name in ("alpha", "beta")}
+        s.add_all([ExperimentTag(experiment_id=exps["alpha"], tag=t) for t in TAGS["alpha"]])
         for run in RUNS:
             summaries: dict[str, Any] = {"test_accuracy": run["acc"]} if run["acc"] is not None else {}
             run["id"] = fixtures.add_run(
@@ -184,7 +188,7 @@ def test_valid_filters_select_the_right_runs(db: Any, where: str, pred: Any) -> 
 def _as_eval(r: dict[str, Any]) -> dict[str, Any]:
     return {"params": r["params"], "summaries": r["summaries"], "status": r["status"], "seed": r["seed"],
             "updates": r["updates"], "duration": r["duration"], "experiment": r["experiment"],
-            "group": r["group"], "id": r["id"], "epochs": 10}
+            "group": r["group"], "id": r["id"], "epochs": 10, "tags": TAGS[r["experiment"]]}
 
 
 def test_literals_are_bound_parameters_not_sql() -> None:
@@ -403,9 +407,10 @@ def _literals(db: Any) -> dict[str, list[Any]]:
 
     sample = RUNS[4]
     run_values = {"status": "finished", "seed": 1, "updates": 150, "epochs": 10, "duration": 0.5,
-                  "experiment": "alpha", "group": sample["group"], "id": sample["id"]}
+                  "experiment": "alpha", "group": sample["group"], "id": sample["id"], "tag": "baseline"}
     assert set(run_values) == set(RUN_FIELDS), "a new run field needs a literal here"
     out: dict[str, list[Any]] = {name: [run_values[name]] for name in RUN_FIELDS}
+    out["tag"] = ["baseline", "paper:fig2", "nope"]
     out["params.optimizer"] = ["sgd", 0.1]
     out["params.lr"] = [0.01, "0.01"]
     for stat in STATS:
@@ -435,7 +440,7 @@ def test_every_field_with_every_operator_matches_python(db: Any) -> None:
                 try:
                     node = parse(where)
                 except GrammarError:
-                    assert isinstance(v, str) != (name in ("status", "experiment", "group", "id")), where
+                    assert isinstance(v, str) != (name in ("status", "experiment", "tag", "group", "id")), where
                     continue
                 want = {r["id"] for r in RUNS if evaluate(node, _as_eval(r))}
                 assert _select(db, where) == want, where

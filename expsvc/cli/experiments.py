@@ -86,21 +86,24 @@ def list_(
 @app.command()
 def describe(
     name: Annotated[str, typer.Argument(help="Experiment name (or id).")],
-    description: Annotated[str | None, typer.Option("--set", metavar="TEXT", help="Set the description (an "
-                                                    "empty text clears it).")] = None,
+    description: Annotated[str | None, typer.Option("--set", metavar="TEXT", help="Set the description.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the description.")] = False,
     as_json: JsonOption = False,
     wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
-    """Show an experiment: description, tags, runs by status, notes; or set its description with --set."""
+    """Show an experiment: description, tags, runs by status, notes; or set its description with --set
+    (or remove it with --clear)."""
     import textwrap
 
     from expsvc.analysis.render import fmt_time
     from expsvc.store import experiments as exps
 
+    if clear and description is not None:
+        fail("--set and --clear contradict each other; give one")
     with _store(db) as store:
-        if description is not None:
-            exps.set_description(store, name, description)
+        if description is not None or clear:
+            exps.set_description(store, name, None if clear else description)
         info = exps.describe(store, name)
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))
