@@ -89,9 +89,11 @@ class Linear(Layer):
             self._views = (w, w.transpose(0, 2, 1), None, None)
         else:
             self._views = (w, w.transpose(0, 2, 1), bias.value[:, None, :], bias.grad[:, None, :])
-        # Stacked (R > 1) matmuls with a transposed operand take numpy's slow path (~2x at R = 5): those
-        # replicas multiply by a contiguous copy of Wᵀ, refreshed every forward.
-        self._wt_copy = np.empty(self._views[1].shape, w.dtype) if w.shape[0] > 1 else None
+        # Every R multiplies by a contiguous copy of Wᵀ, refreshed every forward: stacked (R > 1) matmuls
+        # with a transposed operand take numpy's slow path (~2x at R = 5), and BLAS's transposed and plain
+        # kernels round differently once ``in`` is large (64 here), so R = 1 must take the same layout as
+        # R = 5 for a replica to equal its run alone bit for bit.
+        self._wt_copy = np.empty(self._views[1].shape, w.dtype)
         return self._views
 
     _wt_copy: np.ndarray | None = None
@@ -103,10 +105,8 @@ class Linear(Layer):
         if views is None or views[0] is not self.weight.value:
             views = self._make_views()
         wt = self._wt_copy
-        if wt is None:
-            wt = views[1]
-        else:
-            np.copyto(wt, views[1])
+        assert wt is not None
+        np.copyto(wt, views[1])
         y = np.matmul(x, wt)
         if views[2] is not None:
             y += views[2]
