@@ -196,6 +196,18 @@ def test_partly_censored_group_has_no_mean(tmp_path: Path) -> None:
         assert "exact sign test" in sgd["sentence"]
 
 
+def test_plot_by_refuses_to_merge_configurations_unless_pooled(sweep: str, tmp_path: Path) -> None:
+    """``plot --by optimizer`` on an lr sweep once drew one band over two learning rates, titled a mean of
+    runs of one configuration; like compare it now refuses, naming lr, or pools with a note (``--pool``)."""
+    out = tmp_path / "merged.png"
+    res = expsvc("plot", "--db", sweep, "-e", "sweep", "--by", "optimizer", "--out", str(out), ok=False)
+    assert res.returncode == 2 and "lr" in res.stderr and "--pool" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+    res = expsvc("plot", "--db", sweep, "-e", "sweep", "--by", "optimizer", "--pool", "--out", str(out))
+    assert "pools runs that differ in lr" in res.stderr and out.stat().st_size > 10_000
+    assert expsvc("plot", "--db", sweep, "-e", "sweep", "--by", "optimizer,lr", "--out", str(tmp_path / "b.png"))
+
+
 # ------------------------------------------------------------------------------------------ finding 5
 def test_final_loss_is_the_full_training_set_loss(sweep: str) -> None:
     data = compare_json(sweep, "-e", "sweep", "--by", "optimizer,lr")
@@ -210,6 +222,12 @@ def test_final_loss_is_the_full_training_set_loss(sweep: str) -> None:
     assert data["groups"][0]["metrics"]["final loss"]["mean"] == pytest.approx(want, rel=1e-12)
     batch = compare_json(sweep, "-e", "sweep", "--by", "optimizer,lr", "-m", "last_batch_loss")
     assert batch["metrics"][0]["field"] == "metrics.loss" and "last minibatch" in batch["metrics"][0]["definition"]
+    # ``runs`` calls the same number "final loss" (it once showed the last minibatch's loss under that name)
+    listed = json.loads(expsvc("runs", "--db", sweep, "--json", "--where",
+                               "experiment = 'sweep' and params.optimizer = 'sgd' and params.lr = 0.01").stdout)
+    by_id = {r.id: r.summaries["train_loss"]["last"] for r in runs}
+    assert sorted(r["id"] for r in listed) == sorted(by_id)
+    assert all(r["final_loss"] == by_id[r["id"]] for r in listed)
 
 
 # ------------------------------------------------------------------------------------------ finding 7

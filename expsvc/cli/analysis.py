@@ -71,7 +71,8 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List runs, newest first: id, experiment, the optimizer and the parameters that tell each experiment's
-    configurations apart, seed, status, final loss... (fitted to the terminal; --wide for every column)."""
+    configurations apart, seed, status, final loss (full training set, as in compare)... (fitted to the
+    terminal; --wide for every column)."""
     from expsvc.analysis import listing, render
     from expsvc.store import read
 
@@ -205,6 +206,9 @@ def plot(
                                                      "2-D datasets).")] = "loss",
     experiment: ExperimentOption = None,
     by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated).")] = None,
+    pool: Annotated[bool, typer.Option("--pool", help="Allow a curve to pool several configurations (or "
+                                                      "versions); without it such a --by is refused, as "
+                                                      "in compare.")] = False,
     x: Annotated[
         str, typer.Option("--x", help="x axis: epoch (mean loss per epoch) or update (every step).")
     ] = "epoch",
@@ -251,16 +255,20 @@ def plot(
             exp_id_opt, exp_name = _experiment_id(store, experiment, latest=True)
             assert exp_id_opt is not None
             exp_id = exp_id_opt
-        records = read.records(store, experiment_ids=[exp_id], run_ids=run_ids, summary_keys=())
+        records = read.records(store, experiment_ids=[exp_id], run_ids=run_ids, summary_keys=(), versions=True)
         if not records:
             fail(f"experiment {exp_name!r} has no runs")
         cmp.resolve_params(records)
         groups = cmp.group_runs(records, keys)
+        cmp.check_grouping(groups, keys, pool)  # one band per configuration, or pooled only when asked
         curves = _curves(store, groups)
         info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y, smooth=smooth,
                                       title=f"{exp_name}: training loss, mean and 95 % t band")
     for note in info.notes:
         typer.echo(f"note: {note}", err=True)
+    for g in groups:
+        if g.merged:
+            typer.echo(f"note: {g.short} pools runs that differ in {', '.join(g.merged)} (--pool)", err=True)
     typer.echo(f"wrote {info.path} ({len(curves)} groups, {info.lines} runs, {info.bands} bands)")
 
 

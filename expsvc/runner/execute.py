@@ -9,6 +9,7 @@ the traceback; Ctrl-C marks them ``interrupted``.  Flushed history is never lost
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -47,6 +48,9 @@ class GroupTask:
 
 @dataclass
 class RunOutcome:
+    """What one run of a group ended with; ``final_loss`` is the full-training-set loss with the final
+    parameters (the ``train_loss`` summary, compare's "final loss"), not the last minibatch's."""
+
     run_id: str
     seed: int
     status: str
@@ -168,7 +172,8 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
                     converged=bool(result.converged[r]), duration=float(result.seconds[r]),
                     error=f"loss became non-finite ({final}) at step {count - 1}" if status == "diverged" else None,
                 )
-                outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]), _finite(final), values))
+                outcomes.append(RunOutcome(run_id, seed, status, int(result.updates[r]),
+                                           _finite(values.get("train_loss", math.nan)), values))
         return GroupOutcome(task.index, outcomes)
     except KeyboardInterrupt as err:  # Ctrl-C, or (with a reason) the executor's parent died
         with held_interrupts():

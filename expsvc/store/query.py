@@ -103,7 +103,10 @@ def sort_field_clauses(f: Field) -> list[ColumnElement[Any]]:
 
 
 def listing_query(clauses: Sequence[ColumnElement[bool]], order: Sequence[Any], limit: int | None) -> Select[Any]:
-    """The single query of ``expsvc runs``: runs ⋈ experiments ⟕ the two summaries shown, newest first."""
+    """The single query of ``expsvc runs``: runs ⋈ experiments ⟕ the two summaries shown, newest first.
+
+    The loss shown is ``train_loss`` (the full training set with the final parameters, compare's "final
+    loss"), not the last minibatch's loss; runs that never finished have none."""
     exp = Experiment.__table__
     loss = MetricSummary.__table__.alias("listing_loss")
     acc = MetricSummary.__table__.alias("listing_accuracy")
@@ -111,7 +114,7 @@ def listing_query(clauses: Sequence[ColumnElement[bool]], order: Sequence[Any], 
         select(RUNS.id, exp.c.name, RUNS.seed, RUNS.status, RUNS.error, loss.c.last, acc.c.last, RUNS.updates,
                RUNS.duration, RUNS.started_at, RUNS.created_at, RUNS.group_key)
         .join(exp, exp.c.id == RUNS.experiment_id)
-        .outerjoin(loss, and_(loss.c.run_id == RUNS.id, loss.c.key == "loss"))
+        .outerjoin(loss, and_(loss.c.run_id == RUNS.id, loss.c.key == "train_loss"))
         .outerjoin(acc, and_(acc.c.run_id == RUNS.id, acc.c.key == "test_accuracy"))
         .where(*clauses)
         .order_by(*order, RUNS.created_at.desc(), RUNS.id)

@@ -50,7 +50,8 @@ def _finite(v: float | None) -> float | None:
 # ---------------------------------------------------------------------------------------------- results
 @dataclass
 class RunRow:
-    """One line of ``expsvc runs``: the run's columns, its final loss and test accuracy, its parameters."""
+    """One line of ``expsvc runs``: the run's columns, its final loss (the ``train_loss`` summary: the full
+    training set with the final parameters) and test accuracy, its parameters."""
 
     id: str
     experiment: str
