@@ -5,7 +5,7 @@
    including start-up and its peak resident memory (the largest ``ru_maxrss`` among the processes of the
    job, read with ``getrusage(RUSAGE_CHILDREN)`` in a fresh helper process that only runs the job).
 6. ``expsvc compare`` and ``expsvc runs`` on a store of 1,000 runs × 1,000 loss steps, built once with
-   :func:`expsvc.analysis.fixtures.populate_benchmark` and cached under the temporary directory (keyed by the
+   :func:`tests.store_fixtures.populate_benchmark` and cached under the temporary directory (keyed by the
    schema revision).
 """
 
@@ -112,7 +112,7 @@ def revision() -> str:
 
 def big_store(runs: int = 1000, steps: int = 1000) -> tuple[Path, float | None]:
     """The cached ``runs × steps`` store (built if missing): its path and the build time (``None`` if cached)."""
-    from expsvc.analysis.fixtures import create_db, populate_benchmark
+    from tests.store_fixtures import create_db, populate_benchmark
 
     path = CACHE / f"store-{runs}x{steps}-{revision()}.db"
     if path.exists():

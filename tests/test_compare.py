@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from expsvc.analysis import compare as cmp
-from expsvc.analysis import fixtures, render
+from expsvc.analysis import render
 from expsvc.analysis.compare import CompareError, find_baseline, group_runs, parse_metric
 from expsvc.cli.analysis import register
 from expsvc.store import RunStore, read
+from tests import store_fixtures as fixtures
 
 LOSS = {"mini_bgd": [0.40, 0.42, 0.38, 0.41, 0.39], "adamw": [0.37, 0.40, 0.35, 0.38, 0.36]}
 

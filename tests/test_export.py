@@ -14,11 +14,11 @@ import typer
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from expsvc.analysis import fixtures
 from expsvc.analysis.export import ExportError, export_data, export_runs
 from expsvc.cli.analysis import register
 from expsvc.files import OutputError
 from expsvc.store import RunStore, read
+from tests import store_fixtures as fixtures
 
 
 def invoke(*args: str, input: str | None = None) -> Any:

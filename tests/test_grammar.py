@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from expsvc.analysis import fixtures
 from expsvc.analysis.grammar import (
     MAX_DEPTH,
     MAX_LENGTH,
@@ -30,6 +29,7 @@ from expsvc.store import RunStore, read
 from expsvc.store.models import ExperimentTag
 from expsvc.store.query import compile_node
 from expsvc.store.vocab import STATS
+from tests import store_fixtures as fixtures
 
 OPTS = ["adam", "sgd", "mini_bgd", "AdamW"]
 LRS = [0.1, 0.01, 1e-3]

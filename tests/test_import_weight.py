@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import pytest
 import typer
 
-from expsvc.analysis import fixtures
+from tests import store_fixtures as fixtures
 
 _PROBE = """
 import json, sys

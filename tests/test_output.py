@@ -15,7 +15,8 @@ import click
 import pytest
 from sqlalchemy.orm import Session
 
-from expsvc.analysis import fixtures, render
+from expsvc.analysis import render
+from tests import store_fixtures as fixtures
 from tests.conftest import run_cli
 
 SWEEP = ["--opt", "sgd", "--opt", "sgd(momentum=0.9)", "--opt", "adamw", "--lr", "1e-3", "--lr", "1e-2",

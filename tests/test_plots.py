@@ -13,10 +13,11 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from expsvc.analysis import fixtures, plots
+from expsvc.analysis import plots
 from expsvc.cli.analysis import register
 from expsvc.core import DataSplit
 from expsvc.store.models import MetricChunk
+from tests import store_fixtures as fixtures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
