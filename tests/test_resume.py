@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from expsvc.runner.api import Experiment, plan_resume, resume
-from expsvc.store import MetricChunk, Run, RunStore
+from expsvc.store import RunStore
+from expsvc.store.models import MetricChunk, Run
 from tests.conftest import run_cli
 
 SPEC = {"dataset": "linear_1d", "model": "linear(4), linear(1)", "loss": "sum_squared", "optimizer": "sgd",

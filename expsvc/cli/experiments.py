@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from expsvc.cli.common import DbOption, PlainValuesGroup, WideOption, fail, open_store, output_width
+
+if TYPE_CHECKING:
+    from expsvc.store import RunStore
+
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="Experiment name (or id).")]
+"""The experiment a subcommand works on."""
 
 app = typer.Typer(
     help="Experiments: list (the default), describe, rename, tag, note. Tags work in --where: \"tag = 'x'\".",
@@ -22,7 +28,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of text."
 
 
 @contextmanager
-def _store(db: str | None) -> Iterator[Any]:
+def _store(db: str | None) -> Iterator[RunStore]:
     from expsvc.errors import ExpsvcError
 
     store = open_store(db)
@@ -85,7 +91,7 @@ def list_(
 
 @app.command()
 def describe(
-    name: Annotated[str, typer.Argument(help="Experiment name (or id).")],
+    name: NameArgument,
     description: Annotated[str | None, typer.Option("--set", metavar="TEXT", help="Set the description.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the description.")] = False,
     as_json: JsonOption = False,
@@ -125,23 +131,28 @@ def describe(
             say(f"  {fmt_time(note.created_at)}  {note.text}", "    ")
 
 
+def _change(db: str | None, change: Callable[[RunStore], str]) -> None:
+    """Make one change to the store and say what it was (after the change is committed)."""
+    with _store(db) as store:
+        said = change(store)
+    typer.echo(said)
+
+
 @app.command()
 def rename(
-    old: Annotated[str, typer.Argument(help="Current name (or id).")],
+    old: NameArgument,
     new: Annotated[str, typer.Argument(help="New name (not taken).")],
     db: DbOption = None,
 ) -> None:
     """Rename an experiment (its runs stay with it)."""
     from expsvc.store import experiments as exps
 
-    with _store(db) as store:
-        was = exps.rename(store, old, new)
-    typer.echo(f"renamed experiment {was!r} to {new.strip()!r}")
+    _change(db, lambda store: f"renamed experiment {exps.rename(store, old, new)!r} to {new.strip()!r}")
 
 
 @app.command()
 def tag(
-    name: Annotated[str, typer.Argument(help="Experiment name (or id).")],
+    name: NameArgument,
     tags: Annotated[list[str], typer.Argument(metavar="TAG...", help="Tags to add (or remove with --remove).")],
     remove: Annotated[bool, typer.Option("--remove", help="Remove these tags instead of adding them.")] = False,
     db: DbOption = None,
@@ -149,24 +160,26 @@ def tag(
     """Tag an experiment; its runs then match --where "tag = 'baseline'" (tags: letters, digits, _.-:/)."""
     from expsvc.store import experiments as exps
 
-    with _store(db) as store:
+    def change(store: RunStore) -> str:
         now = exps.set_tags(store, name, add=[] if remove else tags, remove=tags if remove else [])
-    typer.echo(f"tags of {name!r}: {', '.join(now) or '(none)'}")
+        return f"tags of {name!r}: {', '.join(now) or '(none)'}"
+
+    _change(db, change)
 
 
 @app.command()
 def note(
-    name: Annotated[str, typer.Argument(help="Experiment name (or id).")],
-    text: Annotated[str, typer.Argument(help="The note (quote it).")],
+    name: NameArgument,
+    words: Annotated[list[str], typer.Argument(metavar="TEXT...", help="The note (quotes optional: the words "
+                                                                       "are joined by single spaces).")],
     db: DbOption = None,
 ) -> None:
     """Add a dated note to an experiment (shown by `expsvc experiments describe`)."""
     from expsvc.analysis.render import fmt_time
     from expsvc.store import experiments as exps
 
-    with _store(db) as store:
-        added = exps.add_note(store, name, text)
-    typer.echo(f"noted on {name!r} at {fmt_time(added.created_at)} UTC")
+    text = " ".join(words)
+    _change(db, lambda store: f"noted on {name!r} at {fmt_time(exps.add_note(store, name, text).created_at)} UTC")
 
 
 def register(root: typer.Typer) -> None:

@@ -23,10 +23,7 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,99}")
 MAX_NAME = 200
 MAX_NOTE = 10_000
 
-_exp = Experiment.__table__
-_tags = ExperimentTag.__table__
-_notes = ExperimentNote.__table__
-_runs = Run.__table__
+_exp, _tags, _notes, _runs = (m.__table__ for m in (Experiment, ExperimentTag, ExperimentNote, Run))
 
 
 @dataclass

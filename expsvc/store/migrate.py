@@ -23,17 +23,9 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from expsvc.store import engine as eng
 from expsvc.store import sqlite as sqlite_files
-from expsvc.store.engine import (
-    StoreError,
-    default_url,
-    display_url,
-    first_line,
-    make_engine,
-    parse_url,
-    sqlite_path,
-    translate_errors,
-)
+from expsvc.store.engine import StoreError, first_line, make_engine, translate_errors
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -273,7 +265,7 @@ def _state_of(conn: sa.Connection) -> tuple[set[str], str | None]:
 
 
 def _prepare_server(url: str, *, create: bool, upgrade: bool) -> Prepared:
-    where = display_url(url)
+    where = eng.display_url(url)
     engine = make_engine(url, poolclass=NullPool)
     try:
         with translate_errors(where), engine.connect() as conn:
@@ -306,8 +298,8 @@ def _prepare_server(url: str, *, create: bool, upgrade: bool) -> Prepared:
 
 def prepare(url: str, *, create: bool = True, upgrade: bool = True) -> Prepared:
     """Make sure the database at ``url`` exists (if ``create``) and is at head (if ``upgrade``), or raise."""
-    parsed = parse_url(url)
-    path = sqlite_path(parsed)
+    parsed = eng.parse_url(url)
+    path = eng.sqlite_path(parsed)
     if path is not None:
         return _prepare_sqlite(path, create=create, upgrade=upgrade)
     if parsed.get_backend_name() == "sqlite":
@@ -319,15 +311,15 @@ def prepare(url: str, *, create: bool = True, upgrade: bool = True) -> Prepared:
 
 def upgrade(url: str | None = None) -> tuple[str | None, str]:
     """Create or upgrade the database at ``url`` (default: :func:`default_url`) to head; return (before, after)."""
-    result = prepare(url or default_url(), create=True, upgrade=True)
+    result = prepare(url or eng.default_url(), create=True, upgrade=True)
     return result.before, result.after or head()
 
 
 def current(url: str | None = None) -> str | None:
     """The schema revision of the database at ``url`` (None if it is empty); never modifies it."""
-    url = url or default_url()
-    parsed = parse_url(url)
-    path = sqlite_path(parsed)
+    url = url or eng.default_url()
+    parsed = eng.parse_url(url)
+    path = eng.sqlite_path(parsed)
     if path is not None:
         state = sqlite_files.inspect_file(path)
         if not state.exists:
@@ -335,7 +327,7 @@ def current(url: str | None = None) -> str | None:
         if state.revision is None and state.tables - {"alembic_version"}:
             raise _not_expsvc(str(path), state.tables)
         return state.revision
-    where = display_url(parsed)
+    where = eng.display_url(parsed)
     engine = make_engine(url, poolclass=NullPool)
     try:
         with translate_errors(where), engine.connect() as conn:
@@ -346,13 +338,13 @@ def current(url: str | None = None) -> str | None:
 
 def upgrade_to(url: str, revision: str) -> None:
     """Upgrade (or create) the database at ``url`` to a specific ``revision`` (for tests and tooling)."""
-    path = sqlite_path(url)
+    path = eng.sqlite_path(url)
     if path is None:
-        if parse_url(url).get_backend_name() == "sqlite":
+        if eng.parse_url(url).get_backend_name() == "sqlite":
             raise StoreError("upgrade_to supports SQLite files, not in-memory databases")
         engine = make_engine(url, poolclass=NullPool)
         try:
-            with translate_errors(display_url(url)), engine.connect() as conn, _server_lock(conn), conn.begin():
+            with translate_errors(eng.display_url(url)), engine.connect() as conn, _server_lock(conn), conn.begin():
                 _run_upgrade(conn, revision)
         finally:
             engine.dispose()
