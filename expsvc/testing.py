@@ -218,7 +218,7 @@ def _layer_inputs(in_shape: tuple[int, ...], batch: int, replicas: int = len(SEE
 def _upstream(y: np.ndarray) -> np.ndarray:
     """A fixed upstream gradient for outputs ``y``: the same pattern in every replica."""
     per_replica = np.cos(np.arange(math.prod(y.shape[1:]), dtype=np.float64) * 0.7).reshape(y.shape[1:])
-    return np.broadcast_to(per_replica, y.shape).astype(y.dtype)
+    return np.ascontiguousarray(np.broadcast_to(per_replica, y.shape), dtype=y.dtype)  # C order, as losses give
 
 
 NAMES = ["output", "input gradient", "parameter gradients", "parameters", "state"]
@@ -737,32 +737,39 @@ class _MetricCheck:
 # ------------------------------------------------------------------------------------------- arguments
 
 
-def _bad_value(default: Any) -> Any:
-    """A value of the wrong type for an argument whose default (or absence of one) is ``default``."""
-    if isinstance(default, str):
-        return 12345
-    return "not-a-value"
+WRONG_VALUES: tuple[Any, ...] = ("not-a-value", 12345, [1, 2], {"a": 1})
+
+
+def _bad_value(default: Any, hint: Any) -> Any:
+    """A value of the wrong type for an argument: one its type hint refuses, else one unlike its default."""
+    from expsvc.registry import fits
+
+    if hint is not None:
+        refused = [v for v in WRONG_VALUES if not fits(v, hint)]
+        if refused:
+            return refused[0]
+    return [1, 2] if isinstance(default, str) else "not-a-value"
 
 
 def _check_arguments(subject: _Subject) -> None:
     """Each argument given a value of the wrong type must be refused with one clear line (an ExpsvcError from
     the type hints or the component's own ValueError/TypeError), never accepted or failing otherwise."""
     from expsvc.errors import ExpsvcError
-    from expsvc.registry import PluginFailure, instantiate
+    from expsvc.registry import PluginFailure, argument_hints, instantiate
     from expsvc.specs import ComponentSpec
 
     try:
         params = list(inspect.signature(subject.cls).parameters.values())
     except (TypeError, ValueError):
         raise _Skip("its signature cannot be read") from None
-    checked = 0
+    checked, hints = 0, argument_hints(subject.cls)
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.kind == p.POSITIONAL_ONLY:
             continue
         if p.default is None or isinstance(p.default, bool) or (p.default is not p.empty
                                                                 and not isinstance(p.default, int | float | str)):
             continue  # None, flags and structured values: no single wrong type to try
-        bad = _bad_value(p.default)
+        bad = _bad_value(p.default, hints.get(p.name))
         kwargs = {**subject.spec.kwargs, p.name: bad}
         spec = ComponentSpec(subject.spec.name, subject.spec.args[:_position(params, p)], kwargs)
         checked += 1

@@ -89,9 +89,10 @@ class Linear(Layer):
             self._views = (w, w.transpose(0, 2, 1), None, None)
         else:
             self._views = (w, w.transpose(0, 2, 1), bias.value[:, None, :], bias.grad[:, None, :])
-        # Stacked (R > 1) matmuls with a transposed operand take numpy's slow path (~2x at R = 5): those
-        # replicas multiply by a contiguous copy of Wᵀ, refreshed every forward.
-        self._wt_copy = np.empty(self._views[1].shape, w.dtype) if w.shape[0] > 1 else None
+        # Stacked (R > 1) matmuls with a transposed operand take numpy's slow path (~2x at R = 5): the
+        # replicas multiply by a contiguous copy of Wᵀ, refreshed every forward — R = 1 too, so a replica
+        # alone takes the same BLAS path, bit for bit, as inside a group.
+        self._wt_copy = np.empty(self._views[1].shape, w.dtype)
         return self._views
 
     _wt_copy: np.ndarray | None = None
@@ -343,7 +344,7 @@ class Conv2d(_Windowed):
         o, (ho, wo) = self.out_channels, self.out_hw
         cols = self.cols = win.take(x).reshape(r, b * ho * wo, -1)
         w = self.weight.value.reshape(r, o, -1)
-        y = _matmul_rows(cols, w.transpose(0, 2, 1).copy() if r > 1 else w.transpose(0, 2, 1))
+        y = _matmul_rows(cols, w.transpose(0, 2, 1).copy())
         out = np.empty((r, b, o, ho * wo), dtype=y.dtype)
         y = y.reshape(r, b, ho * wo, o).transpose(0, 1, 3, 2)
         if self.bias is not None:

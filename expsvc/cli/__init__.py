@@ -248,9 +248,10 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, experiments, run
+    from expsvc.cli import analysis, db, experiments, plugin_kit, run
 
     run.register(app)
+    plugin_kit.register(app)
     analysis.register(app)
     experiments.register(app)
     db.register(db_app)
