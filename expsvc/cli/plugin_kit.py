@@ -96,8 +96,9 @@ def _refuse_large(component: object, kind: str, in_shape: tuple[int, ...] | None
 
 
 def new(
-    name: Annotated[str, typer.Argument(help="The plugin's name: package expsvc-NAME, module expsvc_NAME, "
-                                        "component NAME (lower-case letters, digits, underscores).")],
+    plugin_name: Annotated[str, typer.Argument(
+        metavar="NAME", help="The plugin's name: package expsvc-NAME, module expsvc_NAME, component NAME "
+                             "(lower-case letters, digits, underscores).")],
     kind: Annotated[str, typer.Option(help=f"The kind of the example component ({KINDS_TEXT}).")] = "layer",
     folder: Annotated[str | None, typer.Option(
         "--dir", metavar="DIR", help="Folder to create (must not exist or be empty; default ./expsvc-NAME).")
@@ -110,6 +111,7 @@ def new(
     from expsvc.errors import ExpsvcError
     from expsvc.scaffold import SCAFFOLD_KINDS, check_name, default_dir, write
 
+    name = plugin_name
     try:
         check_name(name)
         if kind not in SCAFFOLD_KINDS:
