@@ -580,20 +580,28 @@ def test_each_scaffold_example_passes_its_checks_in_process(kind: str, tmp_path:
 
 @pytest.mark.slow
 def test_every_scaffold_installs_into_a_fresh_venv_passes_its_tests_and_is_listed(tmp_path: Path) -> None:
-    """Done-when 1: one venv (system site packages: numpy, pytest...; expsvc from this tree, no deps, no
-    build isolation) gets all seven scaffolds installed; each passes its own tests unchanged; ``expsvc
-    plugins`` lists each with version 0.1.0."""
+    """Done-when 1: one fresh venv sees this environment's packages (expsvc from this tree, numpy, pytest...)
+    through a ``.pth`` file, so nothing but the build backend is fetched; all seven scaffolds are pip-installed
+    into it; each passes its own tests unchanged; ``expsvc plugins`` lists each with version 0.1.0."""
+    import sysconfig
+
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    outer = sysconfig.get_paths()["purelib"]  # added as a site dir: its own .pth files (expsvc editable) apply
+    (Path(site) / "outer-environment.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
     folders = []
     for kind in SCAFFOLD_KINDS:
         folder = tmp_path / f"expsvc-v{kind}"
         write(folder, f"v{kind}", kind)
         folders.append(folder)
-    pip = [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPSVC_", "PYTHON"))}
-    subprocess.run([*pip, str(REPO), *[str(f) for f in folders]], check=True, env=env, cwd=tmp_path, timeout=600)
+    pip = [py, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "setuptools>=68", "wheel"], check=True, env=env, cwd=tmp_path, timeout=600)
+    subprocess.run([*pip, "--no-deps", "--no-build-isolation", *[str(f) for f in folders]], check=True, env=env,
+                   cwd=tmp_path, timeout=600)
     tests = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *[str(f / "tests") for f in folders]],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
