@@ -329,7 +329,7 @@ def write(folder: Path, name: str, kind: str) -> list[Path]:
     files = files_for(name, kind)
     problem = target_problem(folder)
     if problem is not None:
-        raise ExpsvcError(f"--dir {str(folder)!r} {problem}")
+        raise ExpsvcError(f"folder {str(folder)!r} {problem}; choose another with --dir")
     written = []
     try:
         for rel, text in files.items():

@@ -483,21 +483,28 @@ class _OptimizerCheck:
             raise _Failed("a NaN in replica 1's gradient changed replicas 0 and 2: "
                           f"{_first_diff(_pick(hit, [0, 2]), _pick(group, [0, 2]), names)}")
 
-    def dtype(self) -> None:
-        opt = self.subject.make()
-        model = _probe_model(SEEDS, np.float32)
+    def _stepped(self, dtype: Any, after: Callable[[Any, np.ndarray], None] | None = None) -> tuple[Any, Sequential]:
+        """A new optimizer bound to the probe model and stepped through :func:`_grads` (``after(buffer, g)``
+        is called after each step)."""
+        opt, model = self.subject.make(), _probe_model(SEEDS, dtype)
         buf = model.buffer
         assert buf is not None
-        value, params = buf.value, model.parameters()
         with _plugin("bind/step"):
             opt.bind(buf)
             for g in _grads():
                 buf.grad[...] = g
                 opt.step()
-        if buf.value is not value or buf.value.dtype != np.float32:
-            raise _Failed("step() replaced the buffer's value array instead of updating it in place")
-        if not all(np.shares_memory(p.value, buf.value) for p in params):
-            raise _Failed("step() replaced the parameters' arrays; update buffer.value in place")
+                if after is not None:
+                    after(buf, g)
+        return opt, model
+
+    def dtype(self) -> None:
+        opt, model = self._stepped(np.float32)
+        buf = model.buffer
+        assert buf is not None
+        if buf.value.dtype != np.float32 or not all(np.shares_memory(p.value, buf.value) for p in model.parameters()):
+            raise _Failed("step() replaced buffer.value (the parameters are views of it) instead of updating it "
+                          "in place")
         for name, a in _arrays(opt):
             if a.dtype == np.float64 and a.size >= buf.value.size:
                 raise _Failed(f"on a float32 model the optimizer keeps float64 state {name!r} {a.shape}")
@@ -511,17 +518,11 @@ class _OptimizerCheck:
                           f"{_first_diff(a, b, [f'parameters after step {i + 1}' for i in range(STEPS)])}")
 
     def no_input_mutation(self) -> None:
-        opt = self.subject.make()
-        model = _probe_model(SEEDS, np.float64)
-        buf = model.buffer
-        assert buf is not None
-        with _plugin("bind/step"):
-            opt.bind(buf)
-            for g in _grads():
-                buf.grad[...] = g
-                opt.step()
-                if not np.array_equal(buf.grad, g):
-                    raise _Failed("step() wrote into buffer.grad (the gradients are the optimizer's input)")
+        def unchanged(buf: Any, g: np.ndarray) -> None:
+            if not np.array_equal(buf.grad, g):
+                raise _Failed("step() wrote into buffer.grad (the gradients are the optimizer's input)")
+
+        self._stepped(np.float64, unchanged)
 
     def learning_rate(self) -> None:
         grads = _grads()

@@ -22,7 +22,8 @@ CHECK_MAX_ENTRIES = 100_000
 
 
 def check(
-    name: Annotated[str, typer.Argument(help="A registered component's spec, e.g. 'dropout(0.3)' or 'lion'.")],
+    name: Annotated[str, typer.Argument(metavar="SPEC",
+                                        help="A registered component's spec, e.g. 'dropout(0.3)' or 'lion'.")],
     kind: Annotated[str | None, typer.Option(
         help=f"The component's kind when its name is registered in several ({KINDS_TEXT}).")] = None,
     shape: Annotated[str | None, typer.Option(
