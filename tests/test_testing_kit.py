@@ -536,7 +536,9 @@ def test_check_cli_passes_a_builtin_fails_a_broken_plugin_and_refuses_bad_input(
     assert "gradcheck             FAILED" in bad.stdout and "fix gradcheck: make backward()" in bad.stdout
     for args, words in [(["check", "nosuch"], "unknown layer"), (["check", "tanh", "--shape", "0"], "not a shape"),
                         (["check", "adamw", "--shape", "3"], "--shape applies to layers"),
-                        (["check", "linear(100000000000)"], "numeric differentiation")]:
+                        (["check", "linear(100000000000)"], "numeric differentiation"),
+                        (["gradcheck", "adamw"], "'adamw' is an optimizer, which has no backward to check; "
+                                                 "`expsvc check 'adamw'` runs its conformance checks")]:
         res = run_cli(*args, cwd=tmp_path)
         assert res.returncode == 2 and res.stderr.startswith("error: ") and words in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
