@@ -50,8 +50,11 @@ class Optimizer:
             return cached[1]
         if self.buffer is None:
             raise RuntimeError(f"{self!r}: random streams exist once the optimizer is bound to a model")
-        roots = getattr(self.buffer, "random_roots", None)
-        if roots is None:  # a buffer made outside Sequential.build (tests): roots from generators 0..R-1
+        if not hasattr(self.buffer, "random_roots"):  # never guess a stream: a wrong one would pass unnoticed
+            raise RuntimeError(f"{self!r}: the buffer it is bound to ({type(self.buffer).__name__}) carries no "
+                               "random_roots, so its per-replica streams are unknown")
+        roots = self.buffer.random_roots
+        if roots is None:  # a ParamBuffer made outside Sequential.build (tests): roots from generators 0..R-1
             import numpy as np
 
             roots = roots_of([np.random.default_rng(r) for r in range(self.buffer.value.shape[0])])
