@@ -17,7 +17,8 @@ component (``"dropout(0.3)"``) and verify, property by property:
 * **arguments** — a wrong argument is refused with one clear error (a ``ValueError``/``TypeError`` or a
   type hint), not accepted silently and not some other exception;
 * optimizers: **learning rate** (the ``lr`` the training loop sets is the one used) and the **grid contract**
-  (arguments listed in ``per_replica`` arrive as one value per replica); schedules: **stateless**; datasets:
+  (arguments listed in ``per_replica`` arrive as one value per replica); schedules: **value** (a finite
+  number >= 0) and **stateless**; datasets:
   **split** (``load()`` keeps the :class:`~expsvc.core.data.DataSplit` contract).
 
 Each ``check_*`` returns the list of :class:`Finding` and raises :class:`ConformanceError` (an
@@ -69,6 +70,7 @@ FIXES: dict[str, str] = {
     "learning rate": "read self.lr at every step(): the training loop sets it from the schedule each epoch",
     "grid contract": "an argument listed in per_replica may arrive as a float64 column (R, 1): use it in "
                      "element-wise arithmetic against (R, P) arrays, never one row of it or a reduction",
+    "value": "return a plain finite number >= 0 from lr(base_lr, epoch) (the training loop converts it with float())",
     "stateless": "compute lr(base_lr, epoch) from its arguments only: a grid calls every point's schedule, "
                  "in any order",
     "split": "return a DataSplit of numeric arrays: x (N, ...) with the same feature shape in train and test, "
@@ -107,6 +109,10 @@ class ConformanceError(AssertionError):
 
 class _Failed(Exception):
     """A property does not hold (raised inside a property's function)."""
+
+
+class _Skip(Exception):
+    """A property that does not apply to this component (the reason is reported)."""
 
 
 # ------------------------------------------------------------------------------------------ components
@@ -247,9 +253,6 @@ class _LayerCheck:
     in_shape: tuple[int, ...]
     batch: int
     tol: float
-
-    def shape(self) -> tuple[int, ...]:
-        return self.in_shape
 
     def gradcheck(self) -> None:
         for train in (True, False):
@@ -584,10 +587,6 @@ def _check_grid(subject: _Subject, trace: Callable[..., list[np.ndarray]]) -> No
                           f"{_first_diff(group, alone, [f'parameters after step {i + 1}' for i in range(STEPS)])}")
 
 
-class _Skip(Exception):
-    """A property that does not apply to this component (the reason is reported)."""
-
-
 # ------------------------------------------------------------------------------------------- schedules
 
 EPOCHS = 12
@@ -601,7 +600,7 @@ class _SchedulerCheck:
         with _plugin("lr"):
             return [sched.lr(0.1, e) for e in epochs]
 
-    def dtype(self) -> None:
+    def value(self) -> None:
         for e, v in enumerate(self._values(self.subject.make(), range(EPOCHS))):
             if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
                 raise _Failed(f"lr(0.1, {e}) returned {type(v).__name__}, not a number")
@@ -835,7 +834,7 @@ def run_checks(kind: str, component: type | str, *, in_shape: tuple[int, ...] | 
                                                              "no input mutation", "learning rate",
                                                              "grid contract"]))
     if kind == "scheduler":
-        return _findings(subject, _properties(_SchedulerCheck(subject), subject, ["dtype", *common, "stateless"]))
+        return _findings(subject, _properties(_SchedulerCheck(subject), subject, ["value", *common, "stateless"]))
     if kind == "dataset":
         return _findings(subject, _properties(_DatasetCheck(subject), subject, ["split", *common]))
     if kind == "metric":

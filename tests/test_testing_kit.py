@@ -347,6 +347,13 @@ class Counting(Scheduler):
         return base_lr / self.calls
 
 
+class Decays(Scheduler):
+    name = "decays"
+
+    def lr(self, base_lr: float, epoch: int) -> float:
+        return base_lr - 0.02 * epoch  # negative from epoch 6
+
+
 class GlobalNoiseData(Dataset):
     name = "global_noise"
 
@@ -374,6 +381,7 @@ class PooledMetric(Metric):
 def test_broken_schedules_datasets_and_metrics_fail_their_property() -> None:
     for check, cls, prop, words in [
         (check_scheduler, Counting, "stateless", "depends on earlier calls"),
+        (check_scheduler, Decays, "value", "a learning rate is a finite number >= 0"),
         (check_dataset, GlobalNoiseData, "determinism", "load different data"),
         (check_dataset, NotASplit, "split", "returned dict, not a DataSplit"),
         (check_metric, PooledMetric, "replica independence", "R = 3 gives"),
