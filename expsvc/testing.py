@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -897,14 +898,10 @@ def check(component: type, **arguments: Any) -> list[Finding]:
     return _raise_failures(run_checks(kind_of(component), component, **arguments))
 
 
-try:  # the pytest plugin (entry point ``pytest11``): only when pytest is there
-    import pytest
-except ImportError:  # pragma: no cover - expsvc runs without pytest
-    pytest = None  # type: ignore[assignment]
+_pytest = sys.modules.get("pytest")  # the pytest plugin, when pytest is running (it loads this module itself)
+if _pytest is not None:
 
-if pytest is not None:
-
-    @pytest.fixture
+    @_pytest.fixture
     def expsvc_check() -> Callable[..., list[Finding]]:
         """The conformance check of a component class: ``expsvc_check(MyLayer, p=0.3)``."""
         return check

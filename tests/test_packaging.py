@@ -23,8 +23,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
 
 DECLARED = {"numpy", "pluggy", "sqlalchemy", "alembic", "matplotlib", "typer", "scipy",
             "rich"}  # rich comes with typer
-OPTIONAL = {"psycopg", "dask", "distributed", "sklearn",  # extras: expsvc[postgres], expsvc[dask], expsvc[datasets]
-            "pytest"}  # expsvc.testing's fixture, defined only when pytest (which loads it as a plugin) is there
+OPTIONAL = {"psycopg", "dask", "distributed", "sklearn"}  # extras: expsvc[postgres], expsvc[dask], expsvc[datasets]
 
 
 def test_imports_are_stdlib_or_declared_dependencies() -> None:
