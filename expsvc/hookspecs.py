@@ -42,7 +42,8 @@ def register_losses(register: Any) -> None:
 @hookspec
 def register_optimizers(register: Any) -> None:
     """Register :class:`expsvc.Optimizer` subclasses.  ``bind`` allocates state next to the model's
-    parameter buffer; ``step`` updates it in place, element-wise or within a replica's row only."""
+    parameter buffer; ``step`` updates it in place, element-wise or within a replica's row only; noise comes
+    from ``self.random`` (one stream per replica)."""
 
 
 @hookspec
@@ -55,7 +56,8 @@ def register_datasets(register: Any) -> None:
     """Register :class:`expsvc.Dataset` subclasses.
 
     ``load()`` returns a :class:`expsvc.core.data.DataSplit` (training and test arrays) and ``task`` says
-    which losses and metrics apply.  A dataset draws its randomness from its own ``seed`` argument only.
+    which losses and metrics apply.  A dataset draws its randomness from its own ``seed`` argument only
+    (``self.rng()``).
     """
 
 

@@ -196,6 +196,10 @@ def _load_file(path: Path) -> types.ModuleType:
 
     readable_file(path, "plugin file", PluginError)  # a FIFO named x.py would block the import forever
     module_name = f"expsvc_local_plugins.{path.stem}"
+    if "expsvc_local_plugins" not in sys.modules:  # the parent, so pickle can import its components' module
+        parent = types.ModuleType("expsvc_local_plugins", "The plugins folder's .py files (see load_plugins).")
+        parent.__path__ = []
+        sys.modules["expsvc_local_plugins"] = parent
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"cannot import {path}")

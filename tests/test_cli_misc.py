@@ -43,7 +43,10 @@ def test_gradcheck_cli_reports_each_tensor() -> None:
     flat = run_cli("gradcheck", "conv2d(4, 3)", "--shape", "12")
     assert flat.returncode == 2 and "needs image inputs" in flat.stderr and "(12,)" in flat.stderr
     bad = run_cli("gradcheck", "adamw")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown layer or activation or loss 'adamw'")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: gradcheck: 'adamw' is an optimizer")
+    assert "`expsvc check 'adamw'`" in bad.stderr  # an optimizer's contract is checked by `expsvc check`
+    unknown = run_cli("gradcheck", "nosuch")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown layer or activation or loss 'nosuch'")
 
 
 def test_components_lists_kinds_and_rejects_unknown_kind() -> None:

@@ -162,6 +162,8 @@ ROLES: dict[str, list[str]] = {
     "directory": ["{cwd}/no-such-plugins-dir"],
     "kind": ["no_such_kind", LONG],
     "scheduler-address": ["tcp://127.0.0.1:1"],
+    "plugin-name": ["", "Bad-Name", "1abc", "a/b", "tanh", LONG],
+    "new-folder": ["", "{store}", "{folder}"],
     "text": [""],
 }
 
@@ -177,6 +179,7 @@ ROLE_OF: dict[str, str] = {
     "--lr": "number", "--tol": "number", "--epochs": "count", "--batch-size": "count",
     "--name": "name", "FILE": "input-file", "--out": "output-file", "--plot": "output-file",
     "--plugins-dir": "directory", "KIND": "kind", "--scheduler": "scheduler-address",
+    "--dir": "new-folder", "PLUGIN_NAME": "plugin-name",
 }
 """The role of each free-text parameter (by its long option or metavar)."""
 
@@ -244,6 +247,8 @@ def _baseline(path: tuple[str, ...], s: dict[str, str]) -> tuple[dict[str, str],
     db = ["--db", s["url"]]
     table: dict[tuple[str, ...], tuple[dict[str, str], list[str]]] = {
         ("gradcheck",): ({"NAME": "tanh"}, []),
+        ("check",): ({"NAME": "tanh"}, []),
+        ("plugin", "new"): ({"PLUGIN_NAME": "fresh"}, ["--kind", "activation"]),
         ("run",): ({}, ["-q", "--opt", "adamw", "--seeds", "1", "--epochs", "1", *db]),
         ("show",): ({"RUN": s["run_id"]}, db),
         ("plot",): ({}, ["-e", s["experiment"], "--out", f"{s['cwd']}/plot.png", *db]),

@@ -343,7 +343,7 @@ class Conv2d(_Windowed):
         o, (ho, wo) = self.out_channels, self.out_hw
         cols = self.cols = win.take(x).reshape(r, b * ho * wo, -1)
         w = self.weight.value.reshape(r, o, -1)
-        y = _matmul_rows(cols, w.transpose(0, 2, 1).copy() if r > 1 else w.transpose(0, 2, 1))
+        y = _matmul_rows(cols, w.transpose(0, 2, 1).copy())
         out = np.empty((r, b, o, ho * wo), dtype=y.dtype)
         y = y.reshape(r, b, ho * wo, o).transpose(0, 1, 3, 2)
         if self.bias is not None:

@@ -182,6 +182,11 @@ def gradcheck(
     kinds = ("layer", "activation", "loss")
     try:
         spec = parse(name, "gradcheck")
+        other = [k for k in ("optimizer", "scheduler", "dataset", "metric") if spec.name in system.registry.entries[k]]
+        if other and not any(spec.name in system.registry.entries[k] for k in kinds):
+            kind = ("an " if other[0][0] in "aeiou" else "a ") + other[0]
+            fail(f"gradcheck: {spec.name!r} is {kind}, which has no backward to check; "
+                 f"`expsvc check {name!r}` runs its conformance checks")
         reg = system.registry.resolve(kinds, spec.name)
         component = system.registry.create(kinds, spec, "gradcheck")
         if in_shape is not None and not isinstance(component, Layer):
@@ -248,9 +253,10 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, experiments, run
+    from expsvc.cli import analysis, db, experiments, plugin_kit, run
 
     run.register(app)
+    plugin_kit.register(app)
     analysis.register(app)
     experiments.register(app)
     db.register(db_app)

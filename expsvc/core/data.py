@@ -51,6 +51,13 @@ class Dataset:
             raise ValueError(f"seed must be an integer from 0 to {MAX_SEED:,}, got {seed!r}")
         self.seed = int(seed)
 
+    def rng(self) -> np.random.Generator:
+        """The dataset's generator, ``numpy.random.default_rng(self.seed)``: the only randomness a dataset may
+        use, so the same seed gives the same data (the built-ins draw from it or from its ``spawn``).  A
+        dataset is shared by the seeds of a vectorised group; with ``data_seed = "run"`` each run's seed
+        becomes the dataset's ``seed``."""
+        return np.random.default_rng(self.seed)
+
     def load(self) -> DataSplit:
         raise NotImplementedError
 

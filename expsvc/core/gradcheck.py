@@ -87,13 +87,15 @@ def gradcheck_layer(
     in_features: int | None = None,
     in_shape: tuple[int, ...] | None = None,
     batch: int = 3,
+    train: bool = True,
     **options: Unpack[CheckOptions],
 ) -> GradcheckResult:
     """Check ``layer``'s input and parameter gradients on a random ``(replicas, batch, *in_shape)`` input.
 
     ``in_shape`` (or ``in_features`` for a flat input) defaults to the layer's ``gradcheck_shape``.  A layer
     that draws randomness (dropout) draws the same numbers in every evaluation: its streams are rewound to
-    one saved state before each forward pass, so the check sees one fixed function.
+    one saved state before each forward pass, so the check sees one fixed function.  ``train=False`` checks
+    eval mode (``forward(x, train=False)``).
     """
     replicas, seed, h, tol, name = _options(options)
     rng = np.random.default_rng(seed)
@@ -105,7 +107,7 @@ def gradcheck_layer(
 
     def forward() -> np.ndarray:
         layer.random.set_state(streams)
-        return layer.forward(x)
+        return layer.forward(x, train)
 
     out = forward()
     g = rng.standard_normal(out.shape)

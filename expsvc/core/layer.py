@@ -210,6 +210,7 @@ class Sequential:
                 params.append(p)
         self._first_with_params = next((i for i, layer in enumerate(self.layers) if layer.parameters()), None)
         self.buffer = ParamBuffer(params, replicas=len(rngs), dtype=dtype)
+        self.buffer.random_roots = roots
         self.buffer.initialize(rngs)
         return self
 

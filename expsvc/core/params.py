@@ -89,6 +89,9 @@ class ParamBuffer:
             p.buffer = self
             offset = end
         self.zero_count = 0
+        self.random_roots: list[np.random.SeedSequence] | None = None
+        """Each replica's root of the layers' random streams (set by ``Sequential.build``); the optimizer's
+        stream is its sibling (:attr:`expsvc.core.optim.Optimizer.random`)."""
         self._clear: list[tuple[int, int]] = []  # column spans zero_grad fills: parameters that are added into
         for p, start in zip(self.params, self.offsets, strict=True):
             if p.writes_grad:

@@ -2,9 +2,12 @@
 
 Every seed of a run owns a :class:`numpy.random.SeedSequence` in the run domain; its children are the
 replica's independent streams: child 0 initialises the parameters, child 1 orders the batches, and child 2
-(:data:`COMPONENT_KEY`) is the root of the streams that components draw from while training (dropout masks).
-Component ``i`` of the model gets the grandchild ``(COMPONENT_KEY, i)``, so adding a random layer changes
-neither the init, nor the batch order, nor another random layer's numbers.
+(:data:`COMPONENT_KEY`) is the root of the streams that layers draw from while training (dropout masks), and
+child 3 (:data:`OPTIMIZER_KEY`) the optimizer's (noisy updates).  Layer ``i`` of the model gets the grandchild
+``(COMPONENT_KEY, i)``, so adding a random layer changes neither the init, nor the batch order, nor another
+random layer's numbers; the optimizer's stream is a sibling of all of them, so an optimizer that draws changes
+nothing else either.  Datasets are not replicated: a dataset draws from its own ``seed`` argument
+(:meth:`expsvc.core.data.Dataset.rng`), which ``data_seed = "run"`` sets to each run's seed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ draw identical numbers (inputs equal to initial weights, row for row), silently 
 """
 
 COMPONENT_KEY = 2
-"""The run seed's child under which components' training-time streams live (0: init, 1: batch order)."""
+"""The run seed's child under which layers' training-time streams live (0: init, 1: batch order)."""
+
+OPTIMIZER_KEY = 3
+"""The run seed's child the optimizer's training-time stream comes from (a sibling of the layers' root)."""
 
 
 def replica_streams(seeds: Sequence[int]) -> tuple[list[np.random.Generator], list[np.random.Generator]]:
@@ -54,6 +60,13 @@ def roots_of(rngs: Sequence[np.random.Generator]) -> list[np.random.SeedSequence
     return roots
 
 
+def sibling_roots(roots: Sequence[np.random.SeedSequence], key: int) -> list[np.random.SeedSequence]:
+    """For each component root (:func:`component_roots`, :func:`roots_of`), its sibling ``key`` under the same
+    parent: ``sibling_roots(component_roots(seeds), OPTIMIZER_KEY)`` is each seed's child ``OPTIMIZER_KEY`` in
+    the run domain."""
+    return [np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key[:-1], int(key))) for root in roots]
+
+
 class ReplicaRandom:
     """One generator per replica for one component: what a layer draws its training-time randomness from.
 
@@ -77,6 +90,12 @@ class ReplicaRandom:
             for root in roots
         ])
 
+    @classmethod
+    def for_optimizer(cls, roots: Sequence[np.random.SeedSequence]) -> ReplicaRandom:
+        """The optimizer's streams: each replica's run-domain child :data:`OPTIMIZER_KEY` (given the layers'
+        roots, whose sibling it is)."""
+        return cls([np.random.default_rng(seq) for seq in sibling_roots(roots, OPTIMIZER_KEY)])
+
     @property
     def replicas(self) -> int:
         return len(self.generators)
@@ -84,11 +103,19 @@ class ReplicaRandom:
     def uniform(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
         """``(R, *shape)`` uniform numbers in ``[0, 1)``, row ``r`` from replica ``r``'s generator (float32 and
         float64 draw natively; other dtypes draw float64 and convert)."""
+        return self._draw("random", shape, dtype)
+
+    def normal(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """``(R, *shape)`` standard normal numbers, row ``r`` from replica ``r``'s generator (dtypes as
+        :meth:`uniform`)."""
+        return self._draw("standard_normal", shape, dtype)
+
+    def _draw(self, method: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
         dtype = np.dtype(dtype)
         native = dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
         out = np.empty((len(self.generators), *shape), dtype=native)
         for r, g in enumerate(self.generators):
-            g.random(out=out[r], dtype=native)
+            getattr(g, method)(out=out[r], dtype=native)
         return out if native == dtype else out.astype(dtype)
 
     def state(self) -> list[dict]:
