@@ -115,7 +115,7 @@ def row_value(row: tuple, key: str) -> Any:
 
 
 def _runs(store: RunStore) -> list[Any]:
-    from expsvc.store import Run
+    from expsvc.store.models import Run
 
     with store.session() as session:
         return list(session.scalars(sa.select(Run)))

@@ -20,22 +20,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from expsvc.store import (
-    ComponentRecord,
-    Experiment,
-    MetricChunk,
-    MetricSummary,
-    NewRun,
-    Run,
-    RunArtifact,
-    RunComponent,
-    RunParam,
-    RunStore,
-    StoreError,
-    default_url,
-    migrate,
-)
+from expsvc.store import ComponentRecord, NewRun, RunStore, StoreError, default_url, migrate
 from expsvc.store.history import summarize
+from expsvc.store.models import Experiment, MetricChunk, MetricSummary, Run, RunArtifact, RunComponent, RunParam
 
 REPO = Path(__file__).resolve().parents[1]
 
