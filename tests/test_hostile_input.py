@@ -162,6 +162,7 @@ ROLES: dict[str, list[str]] = {
     "directory": ["{cwd}/no-such-plugins-dir"],
     "kind": ["no_such_kind", LONG],
     "scheduler-address": ["tcp://127.0.0.1:1"],
+    "host": ["", "no such host", "[::1", LONG],
     "text": [""],
 }
 
@@ -177,6 +178,7 @@ ROLE_OF: dict[str, str] = {
     "--lr": "number", "--tol": "number", "--epochs": "count", "--batch-size": "count",
     "--name": "name", "FILE": "input-file", "--out": "output-file", "--plot": "output-file",
     "--plugins-dir": "directory", "KIND": "kind", "--scheduler": "scheduler-address",
+    "--host": "host",
 }
 """The role of each free-text parameter (by its long option or metavar)."""
 

@@ -248,10 +248,11 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, experiments, run
+    from expsvc.cli import analysis, db, experiments, report, run
 
     run.register(app)
     analysis.register(app)
+    report.register(app)
     experiments.register(app)
     db.register(db_app)
     _REGISTERED.append(True)
