@@ -30,6 +30,18 @@
     if (a >= 1e5 || a < 1e-3) return v.toExponential((digits || 4) - 1);
     return String(Number(v.toPrecision(digits || 4)));
   }
+  function list(items, attrs, most) {
+    /* the first ``most`` items, the rest behind a "show all" disclosure (a sweep has dozens of comparisons) */
+    var ul = el("ul", attrs);
+    items.slice(0, most).forEach(function (t) { ul.appendChild(el("li", null, t)); });
+    if (items.length <= most) return ul;
+    var det = el("details"), wrap = el("div");
+    det.appendChild(el("summary", null, "… and " + (items.length - most) + " more"));
+    var rest = el("ul");
+    items.slice(most).forEach(function (t) { rest.appendChild(el("li", null, t)); });
+    det.appendChild(rest); wrap.appendChild(ul); wrap.appendChild(det);
+    return wrap;
+  }
   function groupName(i) { return D.groups[i] ? D.groups[i].name : "?"; }
 
   /* ------------------------------------------------------------------ header and answer */
@@ -50,16 +62,13 @@
     if (D.caution.length || C.warnings.length) {
       var c = el("div", { "class": "caution", id: "caution" });
       if (D.caution.length) {
-        c.appendChild(el("strong", null, "Caution: the intervals cannot separate these groups"));
-        var ul = el("ul");
-        D.caution.forEach(function (t) { ul.appendChild(el("li", null, t)); });
-        c.appendChild(ul);
+        c.appendChild(el("strong", null, "Caution: the intervals cannot separate these groups (" + D.caution.length +
+                                         " comparison" + (D.caution.length === 1 ? "" : "s") + ")"));
+        c.appendChild(list(D.caution, null, 6));
       }
       if (C.warnings.length) {
         c.appendChild(el("strong", null, "Warnings from compare"));
-        var wl = el("ul");
-        C.warnings.forEach(function (t) { wl.appendChild(el("li", null, t)); });
-        c.appendChild(wl);
+        c.appendChild(list(C.warnings, null, 6));
       }
       box.appendChild(c);
     }
@@ -90,11 +99,11 @@
     });
     t.appendChild(tb);
     box.appendChild(el("div", { "class": "scroll" })).appendChild(t);
-    var sl = el("ul", { "class": "sentences", id: "sentences" });
+    var sentences = [];
     C.groups.forEach(function (g) {
-      C.metrics.forEach(function (m) { var s = g.metrics[m.label].sentence; if (s) sl.appendChild(el("li", null, s)); });
+      C.metrics.forEach(function (m) { var s = g.metrics[m.label].sentence; if (s) sentences.push(s); });
     });
-    box.appendChild(sl);
+    box.appendChild(list(sentences, { "class": "sentences", id: "sentences" }, 8));
     var det = el("details");
     det.appendChild(el("summary", null, "Method"));
     C.method.forEach(function (line) { if (line) det.appendChild(el("p", { "class": "small" }, line)); });
