@@ -41,7 +41,7 @@ def _data(page: str) -> dict:
 
 def test_report_is_one_file_with_compare_numbers(store_url: str, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    code, stdout, stderr = _report(store_url, "-e", "exp", "--out", str(out))
+    code, _, stderr = _report(store_url, "-e", "exp", "--out", str(out))
     assert code == 0, stderr
     page = out.read_text()
     assert not URL.search(page), URL.search(page)
