@@ -103,3 +103,36 @@ def test_bad_input_is_one_line_and_writes_nothing(store_url: str, tmp_path: Path
     code, _, stderr = _report(store_url, *args)
     assert code == 2 and len(stderr.splitlines()) == 1 and expected in stderr, stderr
     assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_ui_command_serves_read_only_and_warns_off_localhost(store_url: str) -> None:
+    """``expsvc ui`` as a real process: any free port, the list and a report, 405 for writes, a warning when
+    bound beyond localhost, one line and exit 2 for a bad host."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPSVC_")}
+    bad = subprocess.run([sys.executable, "-m", "expsvc", "ui", "--host", "no such host", "--db", store_url],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "--host" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "expsvc", "ui", "--host", "0.0.0.0", "--port", "0", "--db",
+                             store_url], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        warning = proc.stderr.readline()  # type: ignore[union-attr]
+        serving = proc.stderr.readline()  # type: ignore[union-attr]
+        assert warning.startswith("warning: serving on 0.0.0.0, reachable from other machines")
+        port = int(serving.split("read-only at http://0.0.0.0:")[1].split("/")[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert '<a href="/experiment?name=exp">exp</a>' in r.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/experiment?name=exp", timeout=30) as r:
+            assert r.status == 200 and "nonce-" in r.headers["Content-Security-Policy"]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", method="DELETE"), timeout=30)
+        assert err.value.code == 405
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

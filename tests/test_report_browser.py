@@ -256,6 +256,14 @@ def test_ui_lists_serves_and_survives_hostile_requests(driver: Any, ui: tuple[st
     _wait(driver, "return window.expsvcReport && window.expsvcReport.charts.length > 0")
     assert _browser.console_errors(driver) == []
     assert len(driver.find_elements("css selector", "#compare-table tbody tr")) >= 2
+    where = driver.find_element("css selector", "nav input[name=where]")  # the page's --where form
+    where.send_keys("params.optimizer = 'adamw' and seed < 3")
+    where.submit()
+    _wait(driver, "return window.expsvcReport && window.expsvcReport.data.table.rows.length === 3")
+    driver.get(base + "/experiment?name=default&by=lr")  # a grouping compare refuses: said, curves still drawn
+    _wait(driver, "return window.expsvcReport && window.expsvcReport.charts.length > 0")
+    assert "compare refused this grouping" in driver.find_element("css selector", "#refusal").text
+    assert _browser.console_errors(driver) == []
     hostile_name = quote(XSS + IMG, safe="")
     paths = [
         "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd", "//etc/passwd",

@@ -108,10 +108,12 @@ def _page(title: str, body: str, *, nonce: str = "") -> str:
 
 
 def error_page(status: int, message: str) -> str:
-    """A plain page: the status and one line (no traceback, the line escaped)."""
+    """A plain page: the status and the message (escaped; a ``--where`` error keeps its caret line), never a
+    traceback."""
     phrase = HTTPStatus(status).phrase
-    return _page(f"{status} {phrase}", f"<h1>{status} {html.escape(phrase)}</h1><p id=\"error\">"
-                                       f"{html.escape(one_line(message))}</p><p><a href=\"/\">experiments</a></p>")
+    text = message if message.count("\n") < 4 and len(message) < 2_000 else one_line(message)
+    return _page(f"{status} {phrase}", f"<h1>{status} {html.escape(phrase)}</h1><pre id=\"error\">"
+                                       f"{html.escape(text)}</pre><p><a href=\"/\">experiments</a></p>")
 
 
 def list_page(store: Any) -> str:
@@ -164,7 +166,12 @@ def report_page(store: Any, query: dict[str, list[str]], refresh: int) -> str:
     report = data.build(store, selection, strict=False)
     if report["running"]:
         report["refresh"] = refresh
-    nav = "<nav><a href=\"/\">← all experiments</a></nav>"
+    where = html.escape(selection.where or "", quote=True)
+    nav = ("<nav><a href=\"/\">← all experiments</a> <form method=\"get\" action=\"/experiment\" "
+           "style=\"display:inline;margin-left:16px\"><input type=\"hidden\" name=\"name\" "
+           f"value=\"{html.escape(name, quote=True)}\"><label>filter runs (--where) <input name=\"where\" "
+           f"size=\"50\" value=\"{where}\" placeholder=\"params.lr &lt; 0.1 and status = 'finished'\"></label> "
+           "<button>apply</button></form></nav>")
     return page.render(report, nav=nav)
 
 
@@ -190,7 +197,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Content-Security-Policy",
                          f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
-                         "img-src data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+                         "img-src data: blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Cache-Control", "no-store")
@@ -232,8 +239,7 @@ class Handler(BaseHTTPRequestHandler):
             for v in values:
                 if len(v) > MAX_VALUE:
                     raise ServeError(f"{key}: {len(v)} characters; at most {MAX_VALUE} allowed")
-                if not v.strip():
-                    raise ServeError(f"{key}: an empty value is not allowed")
+        query = {k: kept for k, vs in query.items() if (kept := [v for v in vs if v.strip()])}  # blank = not given
         with self.server.lock:  # one read at a time: SQLite connections are cheap, the machine is small
             if parts.path == "/":
                 return list_page(self.server.store)

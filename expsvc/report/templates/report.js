@@ -8,6 +8,8 @@
   var state = { hidden: {}, selected: {}, logY: false, smooth: 0, seeds: false, sortKey: null, sortDir: 1,
                 stat: "last" };
   var charts = [];
+  var NO_POINTS = { show: false };
+  var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 1e6, 1e7];
   window.expsvcReport = { data: D, charts: charts, state: state };
 
   function el(tag, attrs, text) {
@@ -21,6 +23,10 @@
     if (alpha === undefined) return c;
     var n = parseInt(c.slice(1), 16);
     return "rgba(" + (n >> 16) + "," + ((n >> 8) & 255) + "," + (n & 255) + "," + alpha + ")";
+  }
+  function dash(i) {
+    /* more than 10 groups: the colours repeat, so each further ten gets its own dash pattern */
+    return [undefined, [10, 5], [3, 3], [12, 4, 3, 4]][Math.floor(i / PALETTE.length) % 4];
   }
   function fmt(v, digits) {
     if (v === null || v === undefined) return "–";
@@ -73,7 +79,9 @@
       box.appendChild(c);
     }
     var t = el("table", { id: "compare-table" });
-    var head = ["group", "metric", "n", "mean", "± 95 % CI", "std", "IQM", "Δ vs " + C.baseline, "95 % CI of Δ",
+    box.appendChild(el("p", { "class": "small muted", id: "compare-caption" }, "Baseline: " + C.baseline +
+      ". ↓ lower is better, ↑ higher is better. n = finished runs of all the group's runs; Δ = group − baseline."));
+    var head = ["group", "metric", "n", "mean", "± 95 % CI", "std", "IQM", "Δ", "95 % CI of Δ",
                 "p", "P(better)", "test"];
     var tr = el("tr");
     head.forEach(function (h, i) { tr.appendChild(el("th", { "class": i > 1 ? "num" : null }, h)); });
@@ -83,7 +91,7 @@
       C.metrics.forEach(function (m) {
         var s = g.metrics[m.label], v = s.vs_baseline || {};
         var row = el("tr", { "data-group": g.label, "data-metric": m.label });
-        var cells = [g.name + (g.baseline ? " (baseline)" : ""), m.label + " (" + m.better + " is better)",
+        var cells = [g.name + (g.baseline ? " (baseline)" : ""), m.label + (m.better === "lower" ? " ↓" : " ↑"),
                      s.n + " of " + g.n_expected, s.mean, s.ci, s.std, s.iqm, v.diff, v.low === undefined ? null :
                      "[" + fmt(v.low) + ", " + fmt(v.high) + "]", v.p, v.prob_better, v.method || ""];
         var keys = ["group", "metric", "n", "mean", "ci", "std", "iqm", "diff", "interval", "p", "prob_better",
@@ -141,7 +149,8 @@
     D.groups.forEach(function (g, gi) {
       var b = el("button", { type: "button", "data-group": String(gi), title: g.label,
                              "class": state.hidden[gi] ? "off" : null });
-      b.appendChild(el("span", { "class": "swatch", style: "background:" + color(gi) }));
+      b.appendChild(el("span", { "class": "swatch", style: "background:" + color(gi) +
+                                 (dash(gi) ? ";outline:2px dashed #fff;outline-offset:-4px" : "") }));
       var st = Object.keys(g.statuses).map(function (k) { return g.statuses[k] + " " + k; }).join(", ");
       b.appendChild(document.createTextNode(g.name + " (n = " + g.n + ": " + st + ")"));
       b.addEventListener("click", function () { toggleGroup(gi); });
@@ -169,9 +178,12 @@
       if (log) { m = positive(m); lo = positive(lo); hi = positive(hi); }
       var base = data.length, show = !state.hidden[g.group];
       data.push(onto(xAll, g.x, ema(m, w)), onto(xAll, g.x, ema(lo, w)), onto(xAll, g.x, ema(hi, w)));
-      series.push({ label: groupName(g.group), stroke: color(g.group), width: 2, spanGaps: true, show: show },
-                  { label: groupName(g.group) + " low", stroke: color(g.group, 0.3), width: 0.5, spanGaps: true, show: show },
-                  { label: groupName(g.group) + " high", stroke: color(g.group, 0.3), width: 0.5, spanGaps: true, show: show });
+      series.push({ label: groupName(g.group), stroke: color(g.group), width: 2, spanGaps: true, show: show,
+                    dash: dash(g.group), points: NO_POINTS },
+                  { label: groupName(g.group) + " low", stroke: color(g.group, 0.3), width: 0.5, spanGaps: true, show: show,
+                    points: NO_POINTS },
+                  { label: groupName(g.group) + " high", stroke: color(g.group, 0.3), width: 0.5, spanGaps: true, show: show,
+                    points: NO_POINTS });
       groupOf.push(g.group, g.group, g.group);
       counts.push(onto(xAll, g.x, g.count), null, null);
       bands.push({ series: [base + 2, base + 1], fill: color(g.group, 0.18) });
@@ -180,7 +192,7 @@
       var r = curve.runs[id], ys = ema(log ? positive(r.y) : r.y, w), hl = !!state.selected[id];
       data.push(onto(xAll, r.x, ys));
       series.push({ label: "run " + id.slice(0, 8), stroke: color(r.group, hl ? 1 : 0.35), width: hl ? 2.5 : 0.8,
-                    spanGaps: true, show: !state.hidden[r.group] });
+                    spanGaps: true, show: !state.hidden[r.group], points: NO_POINTS });
       groupOf.push(r.group); counts.push(null);
     });
     var title = el("div", { "class": "chart-title" }, curve.key + " per " + curve.x + ": mean of each group with its 95 % t band" +
@@ -191,7 +203,7 @@
     var u = new uPlot({
       width: width, height: 300, series: series, bands: bands, legend: { show: false },
       scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-      axes: [{ label: curve.x }, { label: curve.key, size: 60 }],
+      axes: [{ label: curve.x, incrs: curve.x === "epoch" ? INTEGER_STEPS : undefined }, { label: curve.key, size: 60 }],
       hooks: { setCursor: [function (u) {
         var i = u.cursor.idx;
         if (i === null || i === undefined) { hover.textContent = ""; return; }
