@@ -9,6 +9,10 @@
                 stat: "last" };
   var charts = [];
   var NO_POINTS = { show: false };
+  /* tick steps 1, 2, 5 × 10^k over every finite double's range (uPlot's own stop near 1e16, and a diverging
+     group's mean can reach 1e300: its axis must still have ticks) */
+  var WIDE_STEPS = [];
+  for (var e = -300; e <= 300; e++) { [1, 2, 5].forEach(function (m) { WIDE_STEPS.push(Number(m + "e" + e)); }); }
   var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 1e6, 1e7];
   window.expsvcReport = { data: D, charts: charts, state: state };
 
@@ -48,6 +52,7 @@
     det.appendChild(rest); wrap.appendChild(ul); wrap.appendChild(det);
     return wrap;
   }
+  function tickValues(u, vals) { return vals.map(function (v) { return fmt(v, 3); }); }
   function groupName(i) { return D.groups[i] ? D.groups[i].name : "?"; }
 
   /* ------------------------------------------------------------------ header and answer */
@@ -203,7 +208,7 @@
     var u = new uPlot({
       width: width, height: 300, series: series, bands: bands, legend: { show: false },
       scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-      axes: [{ label: curve.x, incrs: curve.x === "epoch" ? INTEGER_STEPS : undefined }, { label: curve.key, size: 60 }],
+      axes: [{ label: curve.x, incrs: curve.x === "epoch" ? INTEGER_STEPS : undefined }, { label: curve.key, size: 70, values: tickValues, incrs: log ? undefined : WIDE_STEPS }],
       hooks: { setCursor: [function (u) {
         var i = u.cursor.idx;
         if (i === null || i === undefined) { hover.textContent = ""; return; }
@@ -233,9 +238,10 @@
       c.groups.forEach(function (g) {
         var fewer = g.count.some(function (n) { return n < g.runs; });
         if (g.stopped || fewer) {
-          notes.push(groupName(g.group) + " (" + c.key + "): " + g.stopped + " of " + g.runs + " runs stopped early and hold their " +
-                     "final level; " + (fewer ? "some points average fewer runs (diverged, failed or unfinished runs end; " +
-                     "the hover says how many)" : "every point averages all " + g.runs + " runs"));
+          notes.push(groupName(g.group) + " (" + c.key + "): " + (g.stopped ? g.stopped + " of " + g.runs + " runs finished " +
+                     "early and hold their final level; " : "") + (fewer ? "some points average fewer than its " + g.runs +
+                     " runs (a diverged, failed or unfinished run's curve ends; the hover says how many)" :
+                     "every point averages all " + g.runs + " runs"));
         }
       });
     });
@@ -287,7 +293,7 @@
       var holder = el("div", { "class": "chart sensitivity", "data-param": v.param });
       box.appendChild(holder);
       var u = new uPlot({ width: width, height: 280, series: series, bands: bands, legend: { show: false },
-        scales: { x: { time: false, distr: v.log_x ? 3 : 1 } }, axes: [{ label: v.param }, { label: S.metric, size: 60 }] },
+        scales: { x: { time: false, distr: v.log_x ? 3 : 1 } }, axes: [{ label: v.param }, { label: S.metric, size: 70, values: tickValues, incrs: WIDE_STEPS }] },
         data, holder);
       charts.push({ key: "sensitivity:" + v.param, u: u, groupOf: groupOf, kind: "sensitivity" });
     });
