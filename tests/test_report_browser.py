@@ -324,7 +324,9 @@ def test_ui_page_of_a_running_experiment_updates(driver: Any, ui: tuple[str, Pat
     _wait(driver, "return window.expsvcReport && window.expsvcReport.data.running === 1")
     assert driver.execute_script("return window.expsvcReport.data.refresh") == 1
     rows = len(driver.find_elements("css selector", "#runs-table tbody tr"))
+    driver.find_element("css selector", "#legend button[data-group='1']").click()  # kept across the reloads
     expsvc.run(optimizer=["mini_bgd", "adamw"], seed=[7], epochs=60, db=db_url, name="default", jobs=1)
     _wait(driver, f"return window.expsvcReport && window.expsvcReport.data.table.rows.length === {rows + 2}", 15)
     assert len(driver.find_elements("css selector", "#runs-table tbody tr")) == rows + 2
+    assert "off" in driver.find_element("css selector", "#legend button[data-group='1']").get_attribute("class")
     assert _browser.console_errors(driver) == []

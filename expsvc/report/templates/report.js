@@ -477,6 +477,27 @@
   document.getElementById("summary-stat").addEventListener("change", function (e) { state.stat = e.target.value; drawTable(); });
   document.getElementById("clear-selection").addEventListener("click", function () { state.selected = {}; drawTable(); drawCurves(); highlight(); });
   document.getElementById("csv").addEventListener("click", csv);
-  answer(); legend(); drawCurves(); drawParallel(); drawTable(); provenance();
-  if (D.refresh) setTimeout(function () { location.reload(); }, D.refresh * 1000);
+  /* a live page (expsvc ui, runs still running) reloads itself; what the reader chose survives the reload */
+  var KEEP = "expsvc-report:" + D.experiment + ":" + (D.where || "");
+  function restore() {
+    var saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem(KEEP) || "null"); } catch (err) { saved = null; }
+    if (!saved) return;
+    ["hidden", "selected", "logY", "smooth", "seeds", "sortKey", "sortDir", "stat"].forEach(function (k) {
+      if (k in saved) state[k] = saved[k];
+    });
+    document.getElementById("log-y").checked = !!state.logY;
+    document.getElementById("show-seeds").checked = !!state.seeds;
+    document.getElementById("smooth").value = String(state.smooth);
+    document.getElementById("smooth-value").textContent = String(state.smooth);
+    document.getElementById("summary-stat").value = state.stat;
+    document.getElementById("filter").value = saved.filter || "";
+  }
+  if (D.refresh) restore();
+  answer(); legend(); drawCurves(); drawParallel(); drawTable(); highlight(); provenance();
+  if (D.refresh) setTimeout(function () {
+    try { sessionStorage.setItem(KEEP, JSON.stringify(Object.assign({ filter: document.getElementById("filter").value }, state))); }
+    catch (err) { /* storage unavailable: reload without keeping the choices */ }
+    location.reload();
+  }, D.refresh * 1000);
 })();
