@@ -24,6 +24,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("expsvc/runner/execute.py", "execute_group"): "training runs plugin code; the runs fail with the traceback",
     ("expsvc/runner/dask.py", "DaskExecutor._run"): "a remote worker died or lost its task (the runs are marked)",
     ("expsvc/runner/dask.py", "DaskExecutor.close"): "closing a Dask client or cluster that may already be gone",
+    ("expsvc/report/server.py", "Handler._respond"): "one request of `expsvc ui`: a bug becomes a plain 500 page "
+                                                     "(one line logged), never a traceback sent or a dead server",
 }
 """``(file, function)`` -> why a catch-all is right there."""
 
