@@ -116,6 +116,13 @@ def test_report_in_chromium(driver: Any, default_job: tuple[str, Path], tmp_path
         i = loss["labels"].index(name)
         assert loss["finite"][i - 1] > 10 and loss["finite"][i] > 10 and loss["finite"][i + 1] > 10
     assert loss["bands"] == 2 and all(loss["shown"])
+    # hovering the chart reads out each group's mean, band and how many runs the point averages
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element(driver.find_element("css selector", ".chart[data-key=loss] .u-over")).perform()
+    hover = _wait(driver, "var h = document.querySelector('.chart[data-key=loss] + .hover'); "
+                          "return h && h.textContent.indexOf('averages') >= 0 && h.textContent")
+    assert all(f"{name}: " in hover for name in [g["name"] for g in expected["groups"]]) and "averages 5 runs" in hover
     # toggling a group from the legend hides its mean, band edges; again shows them
     driver.find_element("css selector", "#legend button[data-group='0']").click()
     shown = driver.execute_script("return window.expsvcReport.charts[0].u.series.map(function (s) { return s.show; })")
