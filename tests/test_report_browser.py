@@ -299,6 +299,11 @@ def test_ui_lists_serves_and_survives_hostile_requests(driver: Any, ui: tuple[st
         assert XSS not in body and "<img src=x" not in body, path[:80]
         if status != 200:
             assert body.count("<script") == 0, path[:80]
+    for host in ("evil.example", "127.0.0.1.evil.example:80", ""):  # DNS rebinding: a foreign Host is refused
+        req = urllib.request.Request(base + "/", headers={"Host": host})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 403 and "Traceback" not in err.value.read().decode()
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         req = urllib.request.Request(base + "/experiment?name=default", method=method, data=b"x=1")
         with pytest.raises(urllib.error.HTTPError) as err:

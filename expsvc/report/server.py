@@ -62,6 +62,23 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
 
 
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _local_host_header(value: str) -> bool:
+    """Whether a request's Host header names this machine (``localhost[:port]``, ``127.0.0.1``, ``[::1]``...):
+    a loopback server refuses other names, so a page on another site cannot reach it through DNS rebinding."""
+    text = value.strip().lower()
+    host = text[1:text.index("]")] if text.startswith("[") and "]" in text else text.rsplit(":", 1)[0] \
+        if text.count(":") == 1 else text
+    if host in LOCAL_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def url_host(host: str) -> str:
     """``host`` as written in a URL (IPv6 addresses in brackets)."""
     return f"[{host}]" if ":" in host else host
@@ -184,6 +201,7 @@ class Handler(BaseHTTPRequestHandler):
     server: UiServer
     server_version = "expsvc-ui"
     sys_version = ""
+    timeout = 60  # seconds a client may take to send its request (a stalled one does not hold a thread forever)
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
@@ -211,6 +229,8 @@ class Handler(BaseHTTPRequestHandler):
             status, body = 200, self._route()
         except (ServeError, ExpsvcError) as err:
             status, body = 400, error_page(400, str(err))
+        except PermissionError as err:
+            status, body = 403, error_page(403, str(err))
         except LookupError as err:
             status, body = 404, error_page(404, str(err.args[0]) if err.args else "not found")
         except Exception as err:  # the one catch-all: a request must never crash the server or leak a traceback
@@ -221,6 +241,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, head)
 
     def _route(self) -> str:
+        if self.server.loopback and not _local_host_header(self.headers.get("Host", "")):
+            raise PermissionError("this server answers only requests addressed to localhost (Host header "
+                                  f"{self.headers.get('Host', '')[:100]!r}); a web page cannot read it by renaming "
+                                  "a host to this address")
         if len(self.path) > MAX_QUERY:
             raise ServeError(f"request of {len(self.path)} characters; at most {MAX_QUERY} allowed")
         parts = urlsplit(self.path)
@@ -264,6 +288,7 @@ class UiServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], store: Any, refresh: int, quiet: bool) -> None:
+        self.loopback = is_loopback(address[0])
         self.store = store
         self.refresh = refresh
         self.quiet = quiet
