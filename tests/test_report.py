@@ -136,3 +136,23 @@ def test_ui_command_serves_read_only_and_warns_off_localhost(store_url: str) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_ui_store_refuses_writes_even_below_the_store_api(store_url: str) -> None:
+    """``open_read_only``: the store's own writes are refused, and so is raw SQL on its engine (``mode=ro``)."""
+    import sqlalchemy as sa
+
+    from expsvc.errors import ExpsvcError
+    from expsvc.report import server
+    from expsvc.store import read
+
+    store = server.open_read_only(store_url)
+    try:
+        before = read.row_counts(store)
+        with pytest.raises(ExpsvcError, match="read-only"):
+            store.delete_runs(read.run_ids(store))
+        with pytest.raises(sa.exc.OperationalError, match="readonly"), store.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM runs"))
+        assert read.row_counts(store) == before
+    finally:
+        store.close()
