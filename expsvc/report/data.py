@@ -194,7 +194,7 @@ def _runs_table(runs: Sequence[Any], groups: Sequence[Any]) -> dict[str, Any]:
         rows.append({
             "id": r.id, "seed": r.seed, "status": r.display_status, "group": group_of.get(r.id),
             "params": {k: _value(r.params.get(k)) for k in params},
-            "summaries": {k: {f: _value(s.get(f)) for f in ("first", "last", "min", "max")}
+            "summaries": {k: {f: _value(s.get(f)) for f in ("first", "last", "min", "max", "min_step", "max_step")}
                           for k, s in r.summaries.items()},
             "updates": r.updates, "duration": _value(r.duration),
         })

@@ -85,8 +85,9 @@
     }
     var t = el("table", { id: "compare-table" });
     box.appendChild(el("p", { "class": "small muted", id: "compare-caption" }, "Baseline: " + C.baseline +
-      ". ↓ lower is better, ↑ higher is better. n = finished runs of all the group's runs; Δ = group − baseline."));
-    var head = ["group", "metric", "n", "mean", "± 95 % CI", "std", "IQM", "Δ", "95 % CI of Δ",
+      ". ↓ lower is better, ↑ higher is better. n = finished runs of all the group's runs; SE = std / √n; " +
+      "Δ = group − baseline."));
+    var head = ["group", "metric", "n", "mean", "± 95 % CI", "std", "SE", "IQM", "Δ", "95 % CI of Δ",
                 "p", "P(better)", "test"];
     var tr = el("tr");
     head.forEach(function (h, i) { tr.appendChild(el("th", { "class": i > 1 ? "num" : null }, h)); });
@@ -97,9 +98,10 @@
         var s = g.metrics[m.label], v = s.vs_baseline || {};
         var row = el("tr", { "data-group": g.label, "data-metric": m.label });
         var cells = [g.name + (g.baseline ? " (baseline)" : ""), m.label + (m.better === "lower" ? " ↓" : " ↑"),
-                     s.n + " of " + g.n_expected, s.mean, s.ci, s.std, s.iqm, v.diff, v.low === undefined ? null :
+                     s.n + " of " + g.n_expected, s.mean, s.ci, s.std,
+                     s.std === null || !s.n ? null : s.std / Math.sqrt(s.n), s.iqm, v.diff, v.low === undefined ? null :
                      "[" + fmt(v.low) + ", " + fmt(v.high) + "]", v.p, v.prob_better, v.method || ""];
-        var keys = ["group", "metric", "n", "mean", "ci", "std", "iqm", "diff", "interval", "p", "prob_better",
+        var keys = ["group", "metric", "n", "mean", "ci", "std", "se", "iqm", "diff", "interval", "p", "prob_better",
                     "method"];
         cells.forEach(function (x, i) {
           var td = el("td", { "class": i > 1 ? "num" : null, "data-key": keys[i],
