@@ -147,12 +147,17 @@ def list_page(store: Any) -> str:
             f"<td>{e.runs}</td><td>{html.escape(counts)}</td>"
             f"<td>{html.escape(', '.join(info.get('tags') or []))}</td>"
             f"<td>{html.escape(str(info.get('description') or ''))}</td>"
-            f"<td>{html.escape(str(info.get('created') or ''))}</td></tr>")
-    table = ("<table id=\"experiments\"><tr><th>experiment</th><th>runs</th><th>by status</th><th>tags</th>"
-             "<th>description</th><th>created</th></tr>" + "".join(rows) + "</table>") if rows else \
-        "<p>No experiment in this store yet.</p>"
+            f"<td>{_when(e.created_at)}</td><td>{_when(e.last_run)}</td></tr>")
+    head = ("<table id=\"experiments\"><tr><th>experiment</th><th>runs</th><th>by status</th><th>tags</th>"
+            "<th>description</th><th>created</th><th>last run queued</th></tr>")
+    table = head + "".join(rows) + "</table>" if rows else "<p>No experiment in this store yet.</p>"
     return _page("expsvc ui: experiments", "<h1>Experiments</h1><p class=\"muted\">Read-only view of "
                  f"{html.escape(repr(store))}; a report lists compare's answer, curves and runs.</p>" + table)
+
+
+def _when(moment: Any) -> str:
+    """A stored time as ``YYYY-MM-DD HH:MM`` (escaped), or a dash."""
+    return html.escape(moment.strftime("%Y-%m-%d %H:%M")) if moment is not None else "–"
 
 
 def _one(query: dict[str, list[str]], key: str) -> str | None:
