@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import reportpage
 from benchmarks.timing import Stats, fmt, paired_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,6 +96,7 @@ def targets(sections: dict[str, Any]) -> list[Target]:
     seeds = cnn.get("seeds", {})
     out.append(_target("C2", "digits CNN, 5 seeds vectorised wall time ÷ one seed's",
                        ratio(seeds.get("5 seeds vectorised (R=5)"), seeds.get("1 seed (R=1)")), 2.5, False))
+    out += reportpage.targets(sections.get("9_report", {}), _target)
     return out
 
 
@@ -240,6 +242,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         lines += [*_table(["dtype", "expsvc", "torch eager", "expsvc ÷ torch"], rows), ""]
         lines += ["5 seeds vectorised against one seed (float32, build + train):", "",
                   *_table(["", "seconds median [min–max]", "÷ 1 seed"], _stats_rows(s7["seeds"], "1 seed (R=1)")), ""]
+    lines += reportpage.markdown(sections.get("9_report"), _table)
     notes = meta.get("notes")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -149,3 +149,17 @@ def test_digits_cnn_section_runs_in_workers() -> None:
     assert set(out["seeds"]) == {"5 seeds vectorised (R=5)", "1 seed (R=1)"}
     tgts = {t.key: t for t in report.targets({"7_digits_cnn": out})}
     assert tgts["C1"].status == "n/a" and tgts["C2"].ratio is not None
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_page_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section 9 (report size and Chromium's load event) on a tiny cached store; its targets and Markdown."""
+    from benchmarks import cli, reportpage
+
+    monkeypatch.setattr(cli, "CACHE", tmp_path / "cache")
+    section = reportpage.section_report(reps=1, runs=4, steps=5)
+    assert 0 < section["size_mb"] < 1 and section["stats"]["expsvc report (subprocess)"].median > 0
+    tgts = {t.key: t.status for t in report.targets({"9_report": section})}
+    assert tgts["R1"] == "PASS" and tgts["R2"] in ("PASS", "MISS", "n/a")
+    assert "## 9. Report of 4 runs × 5 steps" in "\n".join(reportpage.markdown(section, report._table))

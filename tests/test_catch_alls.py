@@ -26,6 +26,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("expsvc/runner/dask.py", "DaskExecutor.close"): "closing a Dask client or cluster that may already be gone",
     ("expsvc/testing.py", "_plugin"): "the conformance kit runs plugin code: what it raises is the finding",
     ("expsvc/testing.py", "_pickles"): "pickling a plugin's state runs its code: what it raises is the finding",
+    ("expsvc/report/server.py", "Handler._respond"): "one request of `expsvc ui`: a bug becomes a plain 500 page "
+                                                     "(one line logged), never a traceback sent or a dead server",
 }
 """``(file, function)`` -> why a catch-all is right there."""
 

@@ -164,6 +164,7 @@ ROLES: dict[str, list[str]] = {
     "scheduler-address": ["tcp://127.0.0.1:1"],
     "plugin-name": ["", "Bad-Name", "1abc", "a/b", "tanh", LONG],
     "new-folder": ["", "{store}", "{folder}"],
+    "host": ["", "no such host", "[::1", LONG],
     "text": [""],
 }
 
@@ -179,7 +180,7 @@ ROLE_OF: dict[str, str] = {
     "--lr": "number", "--tol": "number", "--epochs": "count", "--batch-size": "count",
     "--name": "name", "FILE": "input-file", "--out": "output-file", "--plot": "output-file",
     "--plugins-dir": "directory", "KIND": "kind", "--scheduler": "scheduler-address",
-    "--dir": "new-folder", "PLUGIN_NAME": "plugin-name",
+    "--dir": "new-folder", "PLUGIN_NAME": "plugin-name", "--host": "host",
 }
 """The role of each free-text parameter (by its long option or metavar)."""
 

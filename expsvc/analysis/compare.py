@@ -771,15 +771,17 @@ def choose_metrics(specs: Sequence[str] | None, runs: Sequence[RunRecord], known
 
 def compare_experiments(
     store: Any, experiments: dict[int, str], *, by: Sequence[str] | None = None, pool: bool = False,
-    metrics: Sequence[str] | None = None, baseline: str | None = None,
+    metrics: Sequence[str] | None = None, baseline: str | None = None, run_ids: Sequence[str] | None = None,
 ) -> tuple[CompareResult, list[Group]]:
     """``expsvc compare``: read the runs of ``experiments`` (id → name) through the read API, group them
-    (refusing merged configurations unless ``pool``), and compare every group with the baseline."""
+    (refusing merged configurations unless ``pool``), and compare every group with the baseline.
+
+    ``run_ids`` narrows the runs to these (the report's ``--where``); None compares every run."""
     from expsvc.store import read
 
     ids = list(experiments)
     names = list(experiments.values())
-    runs = read.records(store, experiment_ids=ids, versions=True)
+    runs = read.records(store, experiment_ids=ids, run_ids=run_ids, versions=True)
     if not runs:
         raise CompareError(f"experiment {' and '.join(repr(n) for n in names)} has no runs")
     resolve_params(runs, spec_baseline=baseline is not None and "(" in baseline)

@@ -69,11 +69,13 @@ def band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.n
 
 def per_epoch(steps: np.ndarray, values: np.ndarray, spe: int) -> History:
     """Mean loss of each epoch (over its finite steps): epochs 1, 2, ... and their means."""
-    epoch = (steps // spe).astype(int)
-    keys = np.unique(epoch)
-    with np.errstate(all="ignore"):  # an epoch holding +inf and -inf (a divergence) has a NaN mean, silently
-        means = np.array([np.nanmean(values[epoch == k]) if np.isfinite(values[epoch == k]).any() else np.nan
-                          for k in keys])
+    keys, inverse = np.unique((steps // spe).astype(int), return_inverse=True)
+    present = ~np.isnan(values)  # NaN steps are skipped; ±inf ones count (an epoch holding both has a NaN mean)
+    with np.errstate(all="ignore"):  # one pass over all steps (the report reads 1,000 runs × 1,000 steps)
+        sums = np.bincount(inverse, weights=np.where(present, values, 0.0), minlength=keys.size)
+        counts = np.bincount(inverse, weights=present, minlength=keys.size)
+        finite = np.bincount(inverse, weights=np.isfinite(values), minlength=keys.size)
+        means = np.where(finite > 0, sums / counts, np.nan)
     return (keys + 1).astype(float), means
 
 

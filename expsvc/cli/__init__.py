@@ -253,11 +253,12 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, experiments, plugin_kit, run
+    from expsvc.cli import analysis, db, experiments, plugin_kit, report, run
 
     run.register(app)
     plugin_kit.register(app)
     analysis.register(app)
+    report.register(app)
     experiments.register(app)
     db.register(db_app)
     _REGISTERED.append(True)
