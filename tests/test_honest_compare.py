@@ -168,8 +168,8 @@ def test_never_converged_is_censored_and_duration_is_not_a_default(sweep: str, t
     vs = data["groups"][1]["metrics"]["updates"]["vs_baseline"]
     assert vs["method"] == "sign" and vs["n"] == 0 and vs["diff"] is None  # both censored: order unknown
     assert "neither is ahead" in data["groups"][1]["metrics"]["updates"]["sentence"]
-    table = " ".join(expsvc("compare", "--db", sweep, "-e", "sweep", "--by", "optimizer,lr", "-m", "updates"
-                            ).stdout.split())
+    table = " ".join(expsvc("compare", "--db", sweep, "-e", "sweep", "--by", "optimizer,lr", "-m", "updates",
+                            "--wide").stdout.split())  # unwrapped cells, whatever the terminal's width
     assert "censored: 3 of 3 never converged" in table
     timed = compare_json(sweep, "-e", "sweep", "--by", "optimizer,lr", "--metric", "duration")
     assert any("not independent measurements" in w for w in timed["warnings"])
