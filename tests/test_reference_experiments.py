@@ -26,13 +26,14 @@ def loss_history(url: str, run_id: str) -> np.ndarray:
 
 
 def test_seed_points_adamw_converges_and_beats_mini_bgd(tmp_path: Path) -> None:
-    result, _ = run("seed_points", tmp_path)
+    result, url = run("seed_points", tmp_path)
     groups = {g.config.optimizer: g for g in result.groups}
     adamw, bgd = groups["adamw"].outcomes, groups["mini_bgd"].outcomes
     assert len(adamw) == len(bgd) == 5
     for o in adamw:  # every AdamW seed converges by the tolerance rule, like the seed article's run
         assert o.status == "finished" and 600 <= o.updates <= 1100
-        assert 0.27 <= o.final_loss <= 0.31
+        assert 0.27 <= loss_history(url, o.run_id)[-1] <= 0.31  # the article's figure: the last batch's loss
+        assert 0.21 <= o.final_loss <= 0.23  # the full training set's (what compare calls "final loss")
         assert 0.93 <= o.metrics["train_accuracy"] <= 0.95 and o.metrics["test_accuracy"] == 1.0
         assert abs(o.metrics["train_precision"] - 0.94) <= 0.015 and abs(o.metrics["train_recall"] - 0.94) <= 0.015
     for o in bgd:  # plain gradient descent at lr 1e-3 runs out of epochs
