@@ -25,7 +25,7 @@ from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem
 from expsvc.registry import PluginFailure, Registration, instantiate, plugin_code
 from expsvc.runner.budget import ModelShapes, check_memory, dataset_bytes, model_shapes, training_bytes
-from expsvc.runner.spec import RunConfig, dataset_for, shares_data
+from expsvc.runner.spec import RunConfig, dataset_for, numeric, shares_data
 from expsvc.specs import ComponentSpec
 
 MODEL_KINDS = ("layer", "activation")
@@ -108,7 +108,8 @@ def _grid_optimizer(system: PluginSystem, pts: Sequence[Point],
     resolved = [resolved_arguments(reg, p.optimizer) for p in pts]
     varying = [k for k in resolved[0] if any(r.get(k) != resolved[0][k] for r in resolved)]
     per_replica = set(getattr(reg.cls, "per_replica", ()))
-    if resolved[0] and varying and set(varying) <= per_replica:
+    columns_fit = all(numeric(r[k]) for r in resolved for k in varying)  # (a None default: per point instead)
+    if resolved[0] and varying and set(varying) <= per_replica and columns_fit:
         sizes = [p.stop - p.start for p in pts]
         columns = {k: _column([r[k] for r in resolved], sizes) for k in varying}
         return instantiate(reg, pts[0].optimizer, "optimizer", columns)

@@ -182,7 +182,9 @@ class RunPlan:
         keys = [k for k in GRID_KEYS if k != "lr" and len({getattr(c, k) for c in self.configs}) > 1]
         out = []
         for runs in self.layout():
-            config = runs[0].config
+            first = runs[0].config
+            config = dataclasses.replace(first, optimizer=_structural(first.optimizer),
+                                         schedule=_structural(first.schedule))
             head = ", ".join(f"{k}={config.text(k)}" for k in keys) or config.text("optimizer")
             configs = len({r.config for r in runs})
             size = f"{configs} configs x {len(runs) // configs} seeds" if configs > 1 else f"{len(runs)} seeds"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from expsvc.errors import ExpsvcError, did_you_mean, path_problem
-from expsvc.specs import MAX_RANGE_POINTS, ComponentSpec, Grid, SpecError, parse, parse_list
+from expsvc.specs import MAX_RANGE_POINTS, RANGES, ComponentSpec, Grid, SpecError, make_range, parse, parse_list
 
 DEFAULTS: dict[str, Any] = {
     "name": None,
@@ -366,13 +366,15 @@ def no_grid(key: str, text: str, spec: ComponentSpec) -> ComponentSpec:
 def parse_range(key: str, text: str) -> list[Any]:
     """``"logspace(-4, -1, 4)"`` (or ``linspace``) as its numbers; any other text is refused in one line."""
     try:
-        spec = parse(f"grid(values={text})", key)
+        spec: ComponentSpec | None = parse(text, key)
     except SpecError:
         spec = None
-    values = spec.kwargs.get("values") if spec is not None else None
-    if not isinstance(values, Grid):
+    if spec is None or spec.name not in RANGES or spec.kwargs or len(spec.args) != 3:
         raise _fail(key, text, "a number or a range such as 'logspace(-4, -1, 4)' or 'linspace(0.1, 1, 10)'")
-    return list(values)
+    try:
+        return list(make_range(spec.name, *spec.args))
+    except ValueError as err:
+        raise SpecValidationError(f"{key}: {err}") from None
 
 
 def dataset_for(config: RunConfig, seed: int) -> ComponentSpec:
