@@ -7,8 +7,9 @@ same operations, so the numbers equal a whole-array update bit for bit.
 
 Every numeric hyper-parameter may be a per-replica column (:mod:`expsvc.core.optim`): the replicas of a grid
 group each get their own value, and every row's numbers equal that value's run alone, bit for bit.  Derived
-scalars (bias corrections, ``1 - lr·λ``) are computed per row in Python with the scalar code (:func:`each`)
-and cast to the buffer's dtype (:func:`cast`).
+scalars are computed as the scalar code does: ``+ - * /`` on float64 columns round exactly as on Python floats,
+and powers (bias corrections) are computed per row in Python (:func:`each`); then they are cast to the
+buffer's dtype (:func:`cast`).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class SGD(Optimizer):
         dtype = self.buffer.dtype  # type: ignore[union-attr]
         neg_lr = cast(-self.lr, dtype)
         wd, mu = cast(self.weight_decay, dtype), cast(self.momentum, dtype)
-        damp = cast(each(lambda d: 1 - d, self.dampening), dtype)
+        damp = cast(1 - self.dampening, dtype)
         first, plain = self.momentum_buffer is None, self._plain
         for value, grad, b, g, tmp in self._blocks:
             if any_nonzero(wd):
@@ -183,12 +184,12 @@ class Adam(Optimizer):
         self.t += 1
         t, dtype = self.t, self.buffer.dtype  # type: ignore[union-attr]
         lr, wd, b1, b2 = self.lr, self.weight_decay, self.beta1, self.beta2
-        decay = cast(each(lambda lr, wd: 1 - lr * wd, lr, wd), dtype) if any_nonzero(wd) and self.decoupled else None
+        # + - * / on float64 columns round as Python floats do; only the powers go row by row (each)
+        decay = cast(1 - lr * wd, dtype) if any_nonzero(wd) and self.decoupled else None
         l2 = any_nonzero(wd) and not self.decoupled
-        neg_step_size = cast(each(lambda lr, b1: -(lr / (1 - b1**t)), lr, b1), dtype)
+        neg_step_size = cast(-(lr / each(lambda b1: 1 - b1**t, b1)), dtype)
         bias_correction2_sqrt = cast(each(lambda b2: (1 - b2**t) ** 0.5, b2), dtype)
-        one_minus_b1 = cast(each(lambda b1: 1 - b1, b1), dtype)
-        one_minus_b2 = cast(each(lambda b2: 1 - b2, b2), dtype)
+        one_minus_b1, one_minus_b2 = cast(1 - b1, dtype), cast(1 - b2, dtype)
         wd, b2, eps = cast(wd, dtype), cast(b2, dtype), cast(self.eps, dtype)
         for value, grad, m, v, v_max, g, tmp, denom in self._blocks:
             if decay is not None:  # AdamW: θ ← θ·(1 − lr·λ) first
