@@ -52,7 +52,7 @@ def each(fn: Callable[..., float], *values: Hyper) -> Hyper:
 
 def cast(value: Hyper, dtype: np.dtype) -> Hyper:
     """A column cast to ``dtype`` (as numpy casts a Python float operand against a ``dtype`` array)."""
-    return value.astype(dtype) if is_column(value) else value
+    return value.astype(dtype, copy=False) if is_column(value) else value
 
 
 def check_all(name: str, value: Hyper, ok: Callable[[float], bool], allowed: str) -> None:
