@@ -317,3 +317,16 @@ def test_grid_syntax_in_toml_and_flags(tmp_path: Path) -> None:
     with RunStore.open(f"sqlite:///{db}") as store, store.session() as session:
         stored = {(r.config["optimizer"], r.config["lr"]) for r in session.scalars(sa.select(Run))}
     assert stored == {(f"sgd(momentum={m})", lr) for m in (0.5, 0.9) for lr in (0.01, 0.02)}
+
+
+def test_a_group_larger_than_the_memory_budget_is_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 45-replica group under a 1 MB budget runs as several chunks, with the numbers of the whole group."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    values = {**BASE, "optimizer": "adamw", "lr": "logspace(-3, -1, 9)", "seeds": 5, "epochs": 2}
+    Experiment(**values, name="whole").run(db=url, jobs=1)
+    monkeypatch.setenv("EXPSVC_MEMORY_LIMIT", "1MB")
+    split = Experiment(**values, name="split")
+    chunks = [len(t.seeds) for t in split.plan(db=url, jobs=1).tasks()]
+    assert len(chunks) > 2 and sum(chunks) == 45 and len(set(chunks[:-1])) == 1  # consecutive, equal chunks
+    split.run(db=url, jobs=1)
+    assert_same(numbers(url, "split"), numbers(url, "whole"))
