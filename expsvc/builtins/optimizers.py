@@ -105,9 +105,8 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         dtype = self.buffer.dtype  # type: ignore[union-attr]
-        neg_lr = cast(-self.lr, dtype)
-        wd, mu = cast(self.weight_decay, dtype), cast(self.momentum, dtype)
-        damp = cast(1 - self.dampening, dtype)
+        neg_lr, wd, mu, damp = (cast(v, dtype) for v in (-self.lr, self.weight_decay, self.momentum,
+                                                         1 - self.dampening))
         first, plain = self.momentum_buffer is None, self._plain
         for value, grad, b, g, tmp in self._blocks:
             if any_nonzero(wd):
@@ -171,6 +170,7 @@ class Adam(Optimizer):
         self.eps, self.weight_decay = hyper(eps), hyper(weight_decay)
         _non_negative(eps=self.eps, weight_decay=self.weight_decay)
         self.amsgrad = bool(amsgrad)
+        self._columns = any(is_column(v) for v in (self.beta1, self.beta2, self.eps, self.weight_decay))
 
     def bind(self, buffer: ParamBuffer) -> None:
         super().bind(buffer)
@@ -180,17 +180,29 @@ class Adam(Optimizer):
         self.v_max = np.zeros_like(buffer.value) if self.amsgrad else None
         self._blocks = blocks([buffer.value, buffer.grad, self.m, self.v, self.v_max], scratch=3)
 
+    def _grid_scalars(self, t: int) -> tuple[Hyper, ...]:
+        """This step's ``(decay, neg_step_size, bias_correction2_sqrt, 1 − β1, 1 − β2, λ, β2, ε)`` with columns:
+        ``+ - * /`` on float64 columns round as Python floats do, the powers go row by row (:func:`each`), and
+        every column is cast to the buffer's dtype (as numpy casts a Python float)."""
+        dtype = self.buffer.dtype  # type: ignore[union-attr]
+        lr, wd, b1, b2 = self.lr, self.weight_decay, self.beta1, self.beta2
+        values = (1 - lr * wd if any_nonzero(wd) and self.decoupled else None,
+                  -(lr / each(lambda b1: 1 - b1**t, b1)), each(lambda b2: (1 - b2**t) ** 0.5, b2), 1 - b1, 1 - b2,
+                  wd, b2, self.eps)
+        return tuple(None if v is None else cast(v, dtype) for v in values)
+
     def step(self) -> None:
         self.t += 1
-        t, dtype = self.t, self.buffer.dtype  # type: ignore[union-attr]
-        lr, wd, b1, b2 = self.lr, self.weight_decay, self.beta1, self.beta2
-        # + - * / on float64 columns round as Python floats do; only the powers go row by row (each)
-        decay = cast(1 - lr * wd, dtype) if any_nonzero(wd) and self.decoupled else None
+        t, lr, wd, b1, b2 = self.t, self.lr, self.weight_decay, self.beta1, self.beta2
         l2 = any_nonzero(wd) and not self.decoupled
-        neg_step_size = cast(-(lr / each(lambda b1: 1 - b1**t, b1)), dtype)
-        bias_correction2_sqrt = cast(each(lambda b2: (1 - b2**t) ** 0.5, b2), dtype)
-        one_minus_b1, one_minus_b2 = cast(1 - b1, dtype), cast(1 - b2, dtype)
-        wd, b2, eps = cast(wd, dtype), cast(b2, dtype), cast(self.eps, dtype)
+        if self._columns or is_column(lr):
+            decay, neg_step_size, bias_correction2_sqrt, one_minus_b1, one_minus_b2, wd, b2, eps = (
+                self._grid_scalars(t))
+        else:  # plain floats: the scalar run's own arithmetic, no per-step helpers on the hot path
+            decay = 1 - lr * wd if wd and self.decoupled else None
+            neg_step_size = -(lr / (1 - b1**t))
+            bias_correction2_sqrt = (1 - b2**t) ** 0.5
+            one_minus_b1, one_minus_b2, eps = 1 - b1, 1 - b2, self.eps
         for value, grad, m, v, v_max, g, tmp, denom in self._blocks:
             if decay is not None:  # AdamW: θ ← θ·(1 − lr·λ) first
                 value *= decay  # type: ignore[operator]

@@ -42,7 +42,10 @@ def is_column(value: Any) -> bool:
 def each(fn: Callable[..., float], *values: Hyper) -> Hyper:
     """``fn(*values)`` with plain floats; with columns, ``fn`` applied row by row in Python (bit-identical to
     the scalar computation of each row, whatever ``fn`` does) and returned as a float64 column."""
-    if not any(is_column(v) for v in values):
+    for v in values:
+        if isinstance(v, np.ndarray):
+            break
+    else:
         return fn(*values)
     rows = [np.broadcast_to(v, (len(v), 1)).ravel().tolist() if is_column(v) else None for v in values]
     size = max(len(r) for r in rows if r is not None)
@@ -52,7 +55,7 @@ def each(fn: Callable[..., float], *values: Hyper) -> Hyper:
 
 def cast(value: Hyper, dtype: np.dtype) -> Hyper:
     """A column cast to ``dtype`` (as numpy casts a Python float operand against a ``dtype`` array)."""
-    return value.astype(dtype, copy=False) if is_column(value) else value
+    return value.astype(dtype, copy=False) if isinstance(value, np.ndarray) else value
 
 
 def check_all(name: str, value: Hyper, ok: Callable[[float], bool], allowed: str) -> None:
@@ -64,7 +67,7 @@ def check_all(name: str, value: Hyper, ok: Callable[[float], bool], allowed: str
 
 def any_nonzero(value: Hyper) -> bool:
     """Whether some replica's value is not zero (a term can be skipped only when it is zero in every row)."""
-    return bool(np.any(value != 0)) if is_column(value) else bool(value)
+    return bool(np.any(value != 0)) if isinstance(value, np.ndarray) else bool(value)
 
 
 class Optimizer:
