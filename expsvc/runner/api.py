@@ -41,12 +41,16 @@ class Experiment:
 
     def plan(self, *, db: str | None = None, plugins_dir: str | None = None, vectorize: bool = True,
              group_by_config: bool = False, jobs: int | None = None) -> RunPlan:
-        """The validated plan (made once per set of options: ``run`` reuses an earlier call's)."""
-        key = (db, plugins_dir, vectorize, group_by_config, jobs)
+        """A fresh copy of the validated plan for ``db`` (validated once per set of options: ``run`` reuses an
+        earlier ``validate``/``plan``; each copy records its own runs)."""
+        from expsvc.store import default_url
+
+        key = (plugins_dir, vectorize, group_by_config, jobs)
         if key not in self._plans:
             self._plans[key] = plans.from_spec(self.spec, db=db, plugins_dir=plugins_dir, vectorize=vectorize,
                                                group_by_config=group_by_config, jobs=jobs)
-        return self._plans[key]
+        done = self._plans[key]
+        return dataclasses.replace(done, url=db or default_url(), runs=list(done.runs), max_rows=dict(done.max_rows))
 
     def validate(self, plugins_dir: str | None = None) -> list[RunConfig]:
         """Resolve every component and try each structure once; raise one-line errors.  Returns the
