@@ -152,7 +152,7 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             scheduler=comps.scheduler,
         )
         records = {c: _component_records(system, comps, c) for c in dict.fromkeys(rows)}
-        with held_interrupts():
+        with held_interrupts(), store.batch():  # one transaction for the group's start records
             store.start_runs(
                 task.run_ids, host=socket.gethostname(), pid=os.getpid(), expsvc_version=__version__,
                 numpy_version=np.__version__, steps_per_epoch=trainer.per_epoch,
@@ -164,7 +164,7 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
         train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
         test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
         outcomes = []
-        with held_interrupts():
+        with held_interrupts(), store.batch():  # one transaction for every run's results
             for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
                 values = {f"train_{k}": float(v[r]) for k, v in train.items()}
                 values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
