@@ -213,6 +213,13 @@ def test_progress_shows_the_real_groups(tmp_path: Path) -> None:
     assert one.bars() == [("optimizer=adamw (2 configs x 3 seeds)", 6), ("optimizer=sgd (4 configs x 3 seeds)", 6)]
     assert len(from_spec(spec, db="sqlite://", jobs=1, group_by_config=True).bars()) == 6
     assert len(from_spec(spec, db="sqlite://", jobs=1, vectorize=False).bars()) == 18
+    grid = ExperimentSpec.from_dict({**BASE, "optimizer": "adamw", "lr": "logspace(-4, -1, 9)", "seeds": 5,
+                                     "epochs": 200})
+    halves = from_spec(grid, db="sqlite://", jobs=2)  # enough work: halved to feed both workers
+    assert [len(t.seeds) for t in halves.tasks()] == [23, 22]
+    assert halves.bars() == [("adamw (23 runs of 5 configs)", 200), ("adamw (22 runs of 5 configs)", 200)]
+    small = ExperimentSpec.from_dict({**BASE, "optimizer": "adamw", "seeds": 5})
+    assert len(from_spec(small, db="sqlite://", jobs=2).bars()) == 1  # too little work to pay for a fork
 
 
 @pytest.mark.slow

@@ -95,7 +95,7 @@ def test_resume_reruns_exactly_the_unfinished_runs(store_url: str) -> None:
     assert [len(t.seeds) for t in plan.tasks()] == [4] and len(plan.tasks(vectorize=False)) == 4
     by_config = plan_resume("sweep", db=store_url, jobs=1, group_by_config=True)
     assert sorted(len(t.seeds) for t in by_config.tasks()) == [1, 3]  # the older grouping: per configuration
-    assert sorted(len(t.seeds) for t in plan_resume("sweep", db=store_url, jobs=2).tasks()) == [2, 2]  # both cores
+    assert len(plan_resume("sweep", db=store_url, jobs=2).tasks()) == 1  # too little work to fork a 2nd worker
 
     result = resume("sweep", db=store_url, jobs=1)
     assert sorted(result.run_ids) == sorted(resumed)

@@ -50,7 +50,7 @@ class Experiment:
             self._plans[key] = plans.from_spec(self.spec, db=db, plugins_dir=plugins_dir, vectorize=vectorize,
                                                group_by_config=group_by_config, jobs=jobs)
         done = self._plans[key]
-        return dataclasses.replace(done, url=db or default_url(), runs=list(done.runs), max_rows=dict(done.max_rows))
+        return dataclasses.replace(done, url=db or default_url(), runs=list(done.runs))
 
     def validate(self, plugins_dir: str | None = None) -> list[RunConfig]:
         """Resolve every component and try each structure once; raise one-line errors.  Returns the

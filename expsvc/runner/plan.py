@@ -15,7 +15,8 @@ schedule's kind and their non-numeric arguments (``nesterov``, ``amsgrad``) spli
 grouping (one group per configuration, its seeds vectorised) and ``vectorize=False`` runs every run alone.
 A group larger than the memory budget allows (:func:`~expsvc.runner.budget.replicas_within`, shared by the
 ``jobs`` workers) is split into consecutive chunks, and while there are fewer tasks than workers the largest
-task is halved: deterministic, and the numbers never depend on it (no operation mixes replicas).
+task is halved if each half holds enough work to pay for a worker (:data:`MIN_SPLIT_WORK`): deterministic
+(shapes and sizes only), and the numbers never depend on it (no operation mixes replicas).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ from expsvc.runner.execute import GroupOutcome, GroupTask, Progress, RunOutcome
 from expsvc.runner.executors import Executor, LocalExecutor
 from expsvc.runner.spec import GRID_KEYS, ExperimentSpec, RunConfig, dataset_for, numeric, shares_data
 from expsvc.specs import ComponentSpec
+
+MIN_SPLIT_WORK = 20_000_000
+"""Least work (epochs × samples × parameters, summed over its replicas) a half of a split task must hold: about
+0.1 s of training, more than a forked worker costs to start (the seed net's 9 × 5 grid, 200 epochs: 22 replicas
+× 1.7M each, split at ``-j 2``; its 5 seeds alone: not split)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,9 @@ class RunPlan:
     group_by_config: bool = False
     jobs: int = 1
     max_rows: dict[str, int | None] = field(default_factory=dict)
+    row_work: dict[str, int] = field(default_factory=dict)
+    """Per structure, the work of one replica: epochs × training samples × parameters (splitting a task to
+    feed another worker is worth its fork only above :data:`MIN_SPLIT_WORK`)."""
 
     @property
     def run_ids(self) -> list[str]:
@@ -154,7 +163,7 @@ class RunPlan:
         while 0 < len(chunks) < self.jobs:
             largest = max(range(len(chunks)), key=lambda i: len(chunks[i]))
             runs = chunks[largest]
-            if len(runs) < 2:
+            if len(runs) < 2 or len(runs) // 2 * self.row_work.get(structure(runs[0].config), 0) < MIN_SPLIT_WORK:
                 break
             half = (len(runs) + 1) // 2
             chunks[largest : largest + 1] = [runs[:half], runs[half:]]
@@ -187,7 +196,9 @@ class RunPlan:
                                          schedule=_structural(first.schedule))
             head = ", ".join(f"{k}={config.text(k)}" for k in keys) or config.text("optimizer")
             configs = len({r.config for r in runs})
-            size = f"{configs} configs x {len(runs) // configs} seeds" if configs > 1 else f"{len(runs)} seeds"
+            seeds = len(runs) // configs
+            size = (f"{len(runs)} seeds" if configs == 1 else f"{configs} configs x {seeds} seeds"
+                    if configs * seeds == len(runs) else f"{len(runs)} runs of {configs} configs")
             out.append((f"{head} ({size})", config.epochs))
         return out
 
@@ -261,6 +272,8 @@ def validate(plan: RunPlan, system: PluginSystem | None = None) -> RunPlan:
         shapes = check(system, config, data[dataset])
         fit = None if shapes is None else replicas_within(shapes, data[dataset], config.dtype)
         plan.max_rows[key] = None if fit is None else max(1, fit // max(1, min(plan.jobs, len(plan.runs))))
+        if shapes is not None:
+            plan.row_work[key] = config.epochs * len(data[dataset].x_train) * max(1, shapes.params)
     return plan
 
 
