@@ -309,9 +309,6 @@ class ExperimentSpec:
             ))
         return list(dict.fromkeys(out))
 
-    def varying(self) -> list[str]:
-        """Grid keys with more than one value (they label the groups)."""
-        return [k for k in GRID_KEYS if len(self.grid[k]) > 1]
 
 
 def _is_number(value: Any) -> bool:
