@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from expsvc import specs
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import load_plugins
+from expsvc.runner import spec as spec_module
 from expsvc.runner.api import Experiment, plan_resume, resume
 from expsvc.runner.spec import ExperimentSpec
 from expsvc.store import MetricChunk, Run, RunStore
@@ -282,9 +283,17 @@ def test_specs_are_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(specs, "_tree", counting)
     texts = {"dataset": "points", "model": "linear(4), tanh, linear(1)", "loss": "bce_with_logits",
              "optimizer": ["adamw(weight_decay=[0, 0.01])", "sgd"], "schedule": "step(step_size=2)"}
-    Experiment(**{**BASE, **texts}, name="once").run(db=f"sqlite:///{tmp_path / 'o.db'}", jobs=1)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    Experiment(**{**BASE, **texts}, name="once").run(db=url, jobs=1)
     assert sorted(calls) == sorted([texts["dataset"], texts["model"], texts["loss"], *texts["optimizer"],
                                     texts["schedule"]])
+    _kill_some(url, "once")  # resuming parses each distinct stored text once, however many runs hold it
+    spec_module._parsed.cache_clear()
+    calls.clear()
+    resume("once", db=url, jobs=1)
+    assert len(calls) == len(set(calls)) and set(calls) <= {texts["dataset"], texts["model"], texts["loss"],
+                                                           "adamw(weight_decay=0)", "adamw(weight_decay=0.01)",
+                                                           "sgd", texts["schedule"]}
 
 
 @pytest.mark.parametrize(("values", "needle"), [
