@@ -22,6 +22,7 @@ task is halved if each half holds enough work to pay for a worker (:data:`MIN_SP
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 import time
@@ -106,6 +107,7 @@ def _structural(spec: ComponentSpec) -> ComponentSpec:
                          {k: v for k, v in spec.kwargs.items() if not numeric(v)})
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def structure(config: RunConfig) -> str:
     """The grouping key: the configuration without the learning rate and the numeric optimizer and schedule
     arguments."""
@@ -180,15 +182,19 @@ class RunPlan:
                                    configs if len(set(configs)) > 1 else ()))
         return tasks
 
-    def label(self, config: RunConfig) -> str:
+    def varying(self) -> list[str]:
+        """The grid keys whose values differ between the configurations (they label results and bars)."""
+        return [k for k in GRID_KEYS if len({getattr(c, k) for c in self.configs}) > 1]
+
+    def label(self, config: RunConfig, keys: Sequence[str] | None = None) -> str:
         """``optimizer=adamw, lr=0.01`` from the grid keys that vary between the configurations (or the
-        optimizer alone)."""
-        keys = [k for k in GRID_KEYS if len({getattr(c, k) for c in self.configs}) > 1] or ["optimizer"]
+        optimizer alone); pass ``keys`` (:meth:`varying`) when labelling many configurations."""
+        keys = (self.varying() if keys is None else keys) or ["optimizer"]
         return ", ".join(f"{k}={config.text(k)}" for k in keys)
 
     def bars(self) -> list[tuple[str, int]]:
         """One progress bar per task, as executed: its label and its epochs."""
-        keys = [k for k in GRID_KEYS if k != "lr" and len({getattr(c, k) for c in self.configs}) > 1]
+        keys = [k for k in self.varying() if k != "lr"]
         out = []
         for runs in self.layout():
             first = runs[0].config
@@ -318,8 +324,11 @@ def results(plan: RunPlan, outcomes: Sequence[GroupOutcome]) -> list[GroupResult
     """The outcomes by configuration, in the plan's order."""
     by_id = {o.run_id: o for g in outcomes for o in g.runs}
     out: dict[RunConfig, GroupResult] = {}
+    keys = plan.varying()
     for run in plan.runs:
-        group = out.setdefault(run.config, GroupResult(run.config, plan.label(run.config), []))
+        if run.config not in out:
+            out[run.config] = GroupResult(run.config, plan.label(run.config, keys), [])
+        group = out[run.config]
         group.outcomes.append(by_id[run.run_id])
     return list(out.values())
 
