@@ -108,7 +108,13 @@ def _grid_optimizer(system: PluginSystem, pts: Sequence[Point],
     resolved = [resolved_arguments(reg, p.optimizer) for p in pts]
     varying = [k for k in resolved[0] if any(r.get(k) != resolved[0][k] for r in resolved)]
     per_replica = set(getattr(reg.cls, "per_replica", ()))
-    columns_fit = all(numeric(r[k]) for r in resolved for k in varying)  # (a None default: per point instead)
+    if any(r.get(k) is None for r in resolved for k in varying):  # a None default the constructor resolves
+        # (Adam's weight_decay): read the value the instance keeps under the argument's name
+        for r, p in zip(resolved, pts, strict=True):
+            for k in varying:
+                if r.get(k) is None:
+                    r[k] = getattr(instantiate(reg, p.optimizer, "optimizer"), k, None)
+    columns_fit = all(numeric(r[k]) for r in resolved for k in varying)  # else one instance per point
     if resolved[0] and varying and set(varying) <= per_replica and columns_fit:
         sizes = [p.stop - p.start for p in pts]
         columns = {k: _column([r[k] for r in resolved], sizes) for k in varying}
