@@ -64,7 +64,8 @@ def make_range(kind: str, start: float, stop: float, count: int) -> Grid:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RANGE_POINTS:
         raise ValueError(f"{kind}: the number of points {count!r} is not allowed; expected an integer from 1 to "
                          f"{MAX_RANGE_POINTS:,}")
-    values = np.logspace(start, stop, count) if kind == "logspace" else np.linspace(start, stop, count)
+    with np.errstate(all="ignore"):  # an overflow is refused below in one line, never warned about
+        values = np.logspace(start, stop, count) if kind == "logspace" else np.linspace(start, stop, count)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{kind}({start!r}, {stop!r}, {count!r}) is not finite")
     return Grid(float(f"{v:.12g}") for v in values.tolist())
