@@ -326,6 +326,8 @@ def test_grid_syntax_in_toml_and_flags(tmp_path: Path) -> None:
     db = tmp_path / "flags.db"
     bad = run_cli("run", "--db", f"sqlite:///{db}", "--opt", "sgd(nesterov=[True, False])", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot be a grid value" in bad.stderr
+    huge = run_cli("run", "--db", f"sqlite:///{db}", "--lr", "logspace(1, 999, 2)", cwd=tmp_path)
+    assert huge.returncode == 2 and huge.stderr == "error: lr: logspace(1, 999, 2) is not finite\n"  # no warning
     assert not db.exists()
     ok = run_cli("run", "-q", "--db", f"sqlite:///{db}", "--opt", "sgd(momentum=[0.5, 0.9])", "--lr",
                  "linspace(0.01, 0.02, 2)", "--seeds", "2", "--epochs", "2", cwd=tmp_path)
