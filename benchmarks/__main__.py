@@ -22,15 +22,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # keep --quick under 2 minutes on 2 cores.
     # warm: an unrecorded first run of every contender (subprocess sections skip it in quick mode).
     "quick": {"reps": 5, "fast_reps": 9, "seed_epochs": 100, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 1,
-              "settle": 0.05, "warm": False, "cnn_epochs": 2},
+              "settle": 0.05, "warm": False, "cnn_epochs": 2, "grid_reps": 3},
     "full": {"reps": 9, "fast_reps": 15, "seed_epochs": 300, "five_epochs": 200, "wide_n": 1280, "wide_epochs": 4,
-             "settle": 0.25, "warm": True, "cnn_epochs": 5},
+             "settle": 0.25, "warm": True, "cnn_epochs": 5, "grid_reps": 5},
 }
 
 
 def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print) -> tuple[dict[str, Any], dict]:
     """Run the chosen sections (``"1"``…``"6"``) with the mode's sizes; their results and seconds by section."""
-    from benchmarks import cli, digitscnn, reportpage, seednet, tracking, widenet
+    from benchmarks import cli, digitscnn, grid, reportpage, seednet, tracking, widenet
 
     cfg = SETTINGS[mode]
     reps = cfg["reps"]
@@ -45,6 +45,7 @@ def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print)
         ("5", "5_startup", lambda: cli.section_startup(reps, warmup=cfg["warm"])),
         ("6", "6_big_store", lambda: cli.section_big_store(reps, warmup=cfg["warm"])),
         ("7", "7_digits_cnn", lambda: digitscnn.section_digits_cnn(reps, cfg["cnn_epochs"], with_torch)),
+        ("8", "8_grid", lambda: grid.section_grid(cfg["grid_reps"], with_torch)),
         ("9", "9_report", lambda: reportpage.section_report(reps)),
     ]
     sections: dict[str, Any] = {}
@@ -66,6 +67,7 @@ TITLES = {
     "5_startup": "CLI start-up, default job wall time and peak RSS",
     "6_big_store": "compare and runs on 1,000 runs x 1,000 steps (built once, cached)",
     "7_digits_cnn": "digits CNN: expsvc vs torch eager at 1 thread, 5 seeds vs one (worker processes)",
+    "8_grid": "grid: 9 lr x 5 seeds of the seed net, expsvc vectorised vs per config vs torch",
     "9_report": "expsvc report on 1,000 runs x 1,000 steps: file size, Chromium load event",
 }
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and steps (under 2 minutes)")
-    parser.add_argument("--sections", default="1,2,3,4,5,6,7,9", help="comma-separated subset of 1-7, 9")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9", help="comma-separated subset of 1-9")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch columns even if torch imports")
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     parser.add_argument("--no-write", action="store_true", help="print only, write no result files")
@@ -84,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
-    if not which <= set("12345679"):
-        parser.error("--sections takes numbers 1 to 7 and 9")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9", help="comma-separated subset of 1-9")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []

@@ -96,6 +96,15 @@ def targets(sections: dict[str, Any]) -> list[Target]:
     seeds = cnn.get("seeds", {})
     out.append(_target("C2", "digits CNN, 5 seeds vectorised wall time ÷ one seed's",
                        ratio(seeds.get("5 seeds vectorised (R=5)"), seeds.get("1 seed (R=1)")), 2.5, False))
+    grid = sections.get("8_grid", {}).get("stats", {})
+    one, g1, g2 = grid.get("one run (R=1)"), grid.get("expsvc grid, jobs=1 (R=45)"), grid.get(
+        "expsvc grid, jobs=2 (2 tasks)")
+    out.append(_target("G1.1", "45-run grid (9 lr × 5 seeds) jobs=1 wall time ÷ one run's", ratio(g1, one), 5.0, False))
+    out.append(_target("G1.2", "45-run grid jobs=2 wall time ÷ one run's", ratio(g2, one), 3.0, False))
+    out.append(_target("G2a", "torch eager stacked (45 replicas) wall time ÷ expsvc grid jobs=1",
+                       ratio(grid.get("torch eager stacked (bmm, fused AdamW, lr tensor)"), g1), 1.5, True))
+    out.append(_target("G2b", "torch eager sequential (45 runs, est.) wall time ÷ expsvc grid jobs=1",
+                       ratio(grid.get("torch eager sequential (45 × one run, est.)"), g1), 40.0, True))
     out += reportpage.targets(sections.get("9_report", {}), _target)
     return out
 
@@ -242,6 +251,14 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         lines += [*_table(["dtype", "expsvc", "torch eager", "expsvc ÷ torch"], rows), ""]
         lines += ["5 seeds vectorised against one seed (float32, build + train):", "",
                   *_table(["", "seconds median [min–max]", "÷ 1 seed"], _stats_rows(s7["seeds"], "1 seed (R=1)")), ""]
+    s8 = sections.get("8_grid")
+    if s8:
+        lines += [f"## 8. Grid: {len(s8['lrs'])} learning rates × {s8['seeds']} seeds of the seed net (AdamW, "
+                  f"{s8['epochs']} epochs, no early stopping), wall time", "",
+                  "expsvc through `expsvc.run(...)` with its store (fresh migrated SQLite file per call); torch in a "
+                  "fresh one-thread process per repetition, timed inside (start-up not counted).", ""]
+        lines += [*_table(["", "seconds median [min–max]", "÷ one run"], _stats_rows(s8["stats"], "one run (R=1)")),
+                  ""]
     lines += reportpage.markdown(sections.get("9_report"), _table)
     notes = meta.get("notes")
     if notes:

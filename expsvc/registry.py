@@ -281,10 +281,13 @@ def _check_types(reg: Registration, spec: ComponentSpec, what: str, bound: inspe
             )
 
 
-def instantiate(reg: Registration, spec: ComponentSpec, what: str) -> Any:
+def instantiate(reg: Registration, spec: ComponentSpec, what: str, columns: dict[str, Any] | None = None) -> Any:
     """``reg.cls(*spec.args, **spec.kwargs)``; a wrong argument (unknown, missing, of the wrong type, or
     refused by the component with a TypeError/ValueError) becomes one line naming what is allowed, and
-    anything else the component's code raises becomes one :class:`PluginFailure` line."""
+    anything else the component's code raises becomes one :class:`PluginFailure` line.
+
+    ``columns`` replace keyword arguments after the check (a grid's per-replica values, see
+    :mod:`expsvc.core.optim`): ``spec`` holds one grid point's values, which are checked as usual."""
     allowed = allowed_arguments(reg.cls)
     try:
         sig = inspect.signature(reg.cls)
@@ -301,7 +304,7 @@ def instantiate(reg: Registration, spec: ComponentSpec, what: str) -> Any:
         _check_types(reg, spec, what, bound)
     try:
         with plugin_code([(reg.cls, reg, spec)], what, "__init__", passthrough=(TypeError, ValueError)):
-            return reg.cls(*spec.args, **spec.kwargs)
+            return reg.cls(*spec.args, **{**spec.kwargs, **(columns or {})})
     except (TypeError, ValueError) as err:
         raise ExpsvcError(f"{what} {str(spec)!r}: {err}") from None
 

@@ -1,7 +1,11 @@
 """Component specs as text: ``"linear(5), tanh, linear(1)"``, ``"adamw(lr=1e-3, weight_decay=0)"``.
 
 Parsed with :mod:`ast`; arguments must be literals (numbers, strings, booleans, None, tuples, lists,
-dicts) — nothing is ever evaluated.  Errors name the offending token and its column.
+dicts) — nothing is ever evaluated — or the ranges ``logspace(a, b, n)`` / ``linspace(a, b, n)`` (numpy's
+meaning, ``n`` points, rounded to 12 significant digits), which stand for a :class:`Grid` list of numbers.
+Errors name the offending token and its column.  Text is parsed once, where it enters (flags, a TOML file, a
+stored run); the runner passes the frozen :class:`ComponentSpec` values around and turns them back into text
+only to store them.
 """
 
 from __future__ import annotations
@@ -31,10 +35,45 @@ class ComponentSpec:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.name}({', '.join(parts)})" if parts else self.name
 
+    def __hash__(self) -> int:  # kwargs is a dict: hash the text, which is what equality compares anyway
+        return hash(str(self))
+
     def with_defaults(self, **defaults: Any) -> ComponentSpec:
         """A copy with ``defaults`` added where the spec does not set them."""
         merged = {**defaults, **self.kwargs}
         return ComponentSpec(self.name, self.args, merged)
+
+
+class Grid(list):  # type: ignore[type-arg]
+    """A list of numbers written as ``logspace(...)``/``linspace(...)``: a grid, never a plain argument."""
+
+
+RANGES = ("logspace", "linspace")
+MAX_RANGE_POINTS = 100_000
+"""Points one ``logspace``/``linspace`` may make (the runner's own limit on runs is the same number)."""
+
+
+def make_range(kind: str, start: float, stop: float, count: int) -> Grid:
+    """``linspace(start, stop, count)`` or ``logspace`` (``10**start .. 10**stop``), 12 significant digits;
+    a ValueError names what is wrong."""
+    import numpy as np
+
+    for value in (start, stop):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{kind}: {value!r} is not a finite number")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RANGE_POINTS:
+        raise ValueError(f"{kind}: the number of points {count!r} is not allowed; expected an integer from 1 to "
+                         f"{MAX_RANGE_POINTS:,}")
+    with np.errstate(all="ignore"):  # an overflow is refused below in one line, never warned about
+        values = np.logspace(start, stop, count) if kind == "logspace" else np.linspace(start, stop, count)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{kind}({start!r}, {stop!r}, {count!r}) is not finite")
+    return Grid(float(f"{v:.12g}") for v in values.tolist())
+
+
+def _tree(text: str) -> ast.Expression:
+    """The one place component text is parsed (tests count calls to check that specs are parsed once)."""
+    return ast.parse(f"[{text}]", mode="eval")
 
 
 def _fail(what: str, text: str, col: int, msg: str) -> SpecError:
@@ -56,6 +95,14 @@ def _finite(value: Any) -> bool:
 
 
 def _literal(node: ast.expr, what: str, text: str) -> Any:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in RANGES:
+        if node.keywords or len(node.args) != 3:
+            raise _fail(what, text, node.col_offset - 1, f"{node.func.id} takes three numbers: (start, stop, count)")
+        bounds = [_literal(a, what, text) for a in node.args]
+        try:
+            return make_range(node.func.id, *bounds)
+        except ValueError as err:
+            raise _fail(what, text, node.col_offset - 1, str(err)) from None
     try:
         value = ast.literal_eval(node)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
@@ -89,7 +136,7 @@ def parse_list(text: str, what: str = "spec") -> list[ComponentSpec]:
     if "\n" in text or "\r" in text:
         raise SpecError(f"{what}: a spec must be on one line, got {text!r}")
     try:
-        tree = ast.parse(f"[{text}]", mode="eval")
+        tree = _tree(text)
     except SyntaxError as err:
         detail = "" if err.msg == "invalid syntax" else f" ({err.msg})"
         raise _fail(what, text, (err.offset or 1) - 2, f"invalid syntax{detail}") from None

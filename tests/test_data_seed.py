@@ -44,8 +44,8 @@ def test_default_keeps_the_data_and_the_numbers(store: Path) -> None:
     assert default.keys() == zero.keys()
     for key in default:  # points' own seed is 0: the same data, bit for bit
         np.testing.assert_array_equal(default[key], zero[key])
-    config = RunConfig(**{k: v for k, v in DEFAULTS.items() if k in RunConfig.__dataclass_fields__ and k != "seeds"
-                          and not isinstance(v, list)}, optimizer="adamw")
+    config = RunConfig.from_dict({**{k: v for k, v in DEFAULTS.items() if k in RunConfig.__dataclass_fields__
+                                     and not isinstance(v, list)}, "optimizer": "adamw"})
     assert "data_seed" not in config.as_dict()  # the stored config and group key are what they were
     with sqlite3.connect(store) as conn:
         stored = conn.execute("SELECT DISTINCT json_extract(r.config, '$.data_seed') FROM runs r JOIN experiments e "
@@ -73,8 +73,10 @@ def test_data_seed_resamples_the_data(store: Path) -> None:
 
 
 def test_data_seed_values_are_checked() -> None:
-    assert dataset_for(RunConfig("moons(noise=0.2)", "m", "l", "sgd", 0.1, 1, 1, "c", 0.0, False, "float64", "run"),
-                       7) == "moons(noise=0.2, seed=7)"
+    config = RunConfig.from_dict({"dataset": "moons(noise=0.2)", "model": "m", "loss": "l", "optimizer": "sgd",
+                                  "lr": 0.1, "epochs": 1, "batch_size": 1, "schedule": "c", "tol": 0.0,
+                                  "shuffle": False, "dtype": "float64", "data_seed": "run"})
+    assert str(dataset_for(config, 7)) == "moons(noise=0.2, seed=7)"
     for bad, needle in ((-1, "seed >= 0"), ("every", "an integer"), (1.5, "an integer")):
         with pytest.raises(SpecValidationError, match=needle):
             ExperimentSpec.from_dict({"data_seed": bad})

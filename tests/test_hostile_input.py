@@ -146,15 +146,22 @@ ROLES: dict[str, list[str]] = {
     "group": ["no_such_key", LONG],
     "baseline": ["no-such-group", LONG],
     "spec:optimizer": ["no_such_optimizer", "adamw(", "adamw(lr=1,lr=2)", "adamw(lr=True)", "adamw(lr=1e999)",
-                       "adamw(lr=-1)", "adamw(bogus=1)", LONG],
+                       "adamw(lr=-1)", "adamw(bogus=1)", "sgd(momentum=[])", "sgd(momentum=[0.9, 'x'])",
+                       "sgd(momentum=0.9, nesterov=[True, False])", "sgd(momentum=[-1, 0.5])",
+                       "adamw(lr=logspace(-4, -1, 0))", "adamw(lr=logspace(-4, -1))", "adamw(lr=linspace(0, 1, 2))",
+                       "adamw(weight_decay=linspace(0, 1, 100001))", "adamw(lr=logspace(1, 400, 3))", LONG],
     "spec:model": ["no_such_layer", "linear(", "linear(0)", "linear(5), tanh,", "linear(True)",
+                   "linear(linspace(1, 3, 3))",
                    "linear(1000000000000), tanh, linear(1)", LONG],
     "spec:loss": ["no_such_loss", "mse(reduction='bogus')", "cross_entropy", LONG],
     "spec:dataset": ["no_such_dataset", "points(n_train=0)", "points(seed=-1)", "random_regression(n=1000000000)",
                      "file('{folder}')", "file('missing.npz')", LONG],
-    "spec:schedule": ["no_such_schedule", "step(step_size=0)", LONG],
+    "spec:schedule": ["no_such_schedule", "step(step_size=0)", "step(step_size=[])", "step(step_size=[2, 'x'])",
+                      "cosine(t_max=[0, 5])", LONG],
     "spec:component": ["no_such_component", "linear(", "linear(100000000000)", LONG],
     "number": ["abc", "-1", "nan", "inf", "1e999", ""],
+    "lr": ["abc", "-1", "nan", "inf", "1e999", "", "logspace(-4, -1)", "logspace(-4, -1, 0)", "linspace(-1, 1, 3)",
+           "logspace(-4, -1, 100001)", "logspace(1, 999, 2)", "logspace(-4, -1, 2.5)"],
     "count": ["abc", "0", "-1", "1.5", ""],
     "name": ["", "   "],
     "input-file": ["missing.toml", "{folder}", ""],
@@ -177,7 +184,7 @@ ROLE_OF: dict[str, str] = {
     "--metric": "metric", "--by": "group", "--baseline": "baseline",
     "--opt": "spec:optimizer", "--model": "spec:model", "--loss": "spec:loss", "--dataset": "spec:dataset",
     "--schedule": "spec:schedule", "NAME": "spec:component",
-    "--lr": "number", "--tol": "number", "--epochs": "count", "--batch-size": "count",
+    "--lr": "lr", "--tol": "number", "--epochs": "count", "--batch-size": "count",
     "--name": "name", "FILE": "input-file", "--out": "output-file", "--plot": "output-file",
     "--plugins-dir": "directory", "KIND": "kind", "--scheduler": "scheduler-address",
     "--dir": "new-folder", "PLUGIN_NAME": "plugin-name", "--host": "host",
@@ -331,6 +338,8 @@ FLAG_OF_KIND = {"layer": "--model", "activation": "--model", "loss": "--loss", "
                 "scheduler": "--schedule", "dataset": "--dataset"}
 
 WRONG_TYPE: list[Any] = ["text", True, 1.5, -1, [1, 2], None, {"a": 1}]
+GRID_KINDS = ("optimizer", "scheduler")
+"""Kinds whose numeric arguments take a list (a grid): their bad lists are empty, non-numeric or over a switch."""
 
 
 def _literal(value: Any) -> str:
@@ -363,6 +372,11 @@ def _component_cases() -> list[tuple[str, str, str]]:
                     continue
                 for bad in WRONG_TYPE:
                     if fits(bad, hint):
+                        continue
+                    if isinstance(bad, list) and kind in GRID_KINDS:  # a list of numbers is a grid there:
+                        for grid in ([], [1, "x"], [True, False]):  # empty, non-numeric, over a switch
+                            kwargs = {**required, arg: grid}
+                            cases.append((kind, flag, f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"))
                         continue
                     kwargs = {**required, arg: bad}
                     spec = f"{name}({', '.join(f'{k}={_literal(v)}' for k, v in kwargs.items())})"
@@ -503,7 +517,7 @@ def test_paths_that_are_not_files_say_what_they_are(kind: str, tmp_path: Path) -
     ("adamw(lr=1e999)", "1e999 is not a finite number"),
     ("adamw(betas=(0.9, -1e999))", "is not a finite number"),
     ("adamw(lr=1,lr=2)", "argument 'lr' is given twice"),
-    ("adamw(lr=True)", "lr=True is not allowed; expected a number"),
+    ("adamw(lr=True)", "lr=True is not allowed; expected a number > 0"),
     ("sgd(nesterov=1)", "nesterov=1 is not allowed; expected true or false"),
 ])
 def test_wrong_words_in_specs(opt: str, words: str, tmp_path: Path) -> None:

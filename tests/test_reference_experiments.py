@@ -27,7 +27,7 @@ def loss_history(url: str, run_id: str) -> np.ndarray:
 
 def test_seed_points_adamw_converges_and_beats_mini_bgd(tmp_path: Path) -> None:
     result, url = run("seed_points", tmp_path)
-    groups = {g.config.optimizer: g for g in result.groups}
+    groups = {g.config.optimizer.name: g for g in result.groups}
     adamw, bgd = groups["adamw"].outcomes, groups["mini_bgd"].outcomes
     assert len(adamw) == len(bgd) == 5
     for o in adamw:  # every AdamW seed converges by the tolerance rule, like the seed article's run
@@ -80,7 +80,7 @@ def test_digits_cnn_test_accuracies_hold(tmp_path: Path) -> None:
     """The README's digits CNN row: SGD with momentum ≈ 0.980, Adam ≈ AdamW ≈ 0.966 test accuracy (5 seeds,
     359 test images), every run finished, SGD ahead of both in every seed."""
     result, _ = run("digits_cnn", tmp_path)
-    acc = {g.config.optimizer.split("(")[0]: g.values("test_accuracy") for g in result.groups}
+    acc = {g.config.optimizer.name: g.values("test_accuracy") for g in result.groups}
     assert set(acc) == {"sgd", "adam", "adamw"} and all(v.size == 5 for v in acc.values())
     assert result.statuses() == {"finished": 15}
     documented = {"sgd": (0.980, 0.975, 0.992), "adam": (0.966, 0.961, 0.970), "adamw": (0.966, 0.961, 0.970)}

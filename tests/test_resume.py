@@ -89,11 +89,14 @@ def test_resume_reruns_exactly_the_unfinished_runs(store_url: str) -> None:
     roles = damage(store_url)
     before = snapshot(store_url)
 
-    plan = plan_resume("sweep", db=store_url)
+    plan = plan_resume("sweep", db=store_url, jobs=1)
     resumed = {run_id for run_id, role in roles.items() if role != "alive"}
     assert set(plan.run_ids) == resumed
-    assert sorted(len(g.runs) for g in plan.groups) == [1, 3]  # by configuration, seeds together
-    assert sorted(len(t.seeds) for t in plan.tasks()) == [1, 3] and len(plan.tasks(vectorize=False)) == 4
+    assert [len(g.runs) for g in plan.groups] == [4]  # both learning rates and their seeds: one structure
+    assert [len(t.seeds) for t in plan.tasks()] == [4] and len(plan.tasks(vectorize=False)) == 4
+    by_config = plan_resume("sweep", db=store_url, jobs=1, group_by_config=True)
+    assert sorted(len(t.seeds) for t in by_config.tasks()) == [1, 3]  # the older grouping: per configuration
+    assert len(plan_resume("sweep", db=store_url, jobs=2).tasks()) == 1  # too little work to fork a 2nd worker
 
     result = resume("sweep", db=store_url, jobs=1)
     assert sorted(result.run_ids) == sorted(resumed)

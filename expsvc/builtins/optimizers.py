@@ -4,6 +4,12 @@ Every update is element-wise, so replicas never mix.  Temporaries are allocated 
 buffer is updated in column blocks (:func:`blocks`): every pass of the update runs over one block before the
 next block starts, so the block of every state array stays in cache.  Every element still goes through the
 same operations, so the numbers equal a whole-array update bit for bit.
+
+Every numeric hyper-parameter may be a per-replica column (:mod:`expsvc.core.optim`): the replicas of a grid
+group each get their own value, and every row's numbers equal that value's run alone, bit for bit.  Derived
+scalars are computed as the scalar code does: ``+ - * /`` on float64 columns round exactly as on Python floats,
+and powers (bias corrections) are computed per row in Python (:func:`each`); then they are cast to the
+buffer's dtype (:func:`cast`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from expsvc.core.optim import Optimizer
+from expsvc.core.optim import Hyper, Optimizer, any_nonzero, cast, check_all, each, hyper, is_column
 from expsvc.core.params import ParamBuffer
 from expsvc.hookspecs import hookimpl
 
@@ -42,23 +48,23 @@ def blocks(arrays: Sequence[np.ndarray | None], scratch: int = 0) -> list[tuple[
     return out
 
 
-def _non_negative(**values: float) -> None:
+def _non_negative(**values: Hyper) -> None:
     for key, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{key} must be >= 0, got {value!r}")
+        check_all(key, value, lambda v: v >= 0, ">= 0")
 
 
 class MiniBGD(Optimizer):
     """Plain minibatch gradient descent: ``θ ← θ − lr·g``."""
 
     name = "mini_bgd"
+    per_replica = ("lr",)
 
     def bind(self, buffer: ParamBuffer) -> None:
         super().bind(buffer)
         self._blocks = blocks([buffer.value, buffer.grad], scratch=1)
 
     def step(self) -> None:
-        neg_lr = -self.lr
+        neg_lr = cast(-self.lr, self.buffer.dtype)  # type: ignore[union-attr]
         for value, grad, tmp in self._blocks:
             np.multiply(grad, neg_lr, out=tmp)
             value += tmp  # type: ignore[operator]
@@ -69,6 +75,7 @@ class SGD(Optimizer):
     ``b ← μb + (1−τ)g``; ``g ← g + μb`` (Nesterov) or ``g ← b``; ``θ ← θ − lr·g``."""
 
     name = "sgd"
+    per_replica = ("lr", "momentum", "dampening", "weight_decay")
 
     def __init__(
         self,
@@ -79,23 +86,30 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(lr)
+        momentum, dampening, weight_decay = hyper(momentum), hyper(dampening), hyper(weight_decay)
         _non_negative(momentum=momentum, dampening=dampening, weight_decay=weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
+        if nesterov and (np.any(np.asarray(momentum) <= 0) or any_nonzero(dampening)):
             raise ValueError("nesterov requires momentum > 0 and dampening = 0")
-        self.momentum, self.dampening = float(momentum), float(dampening)
-        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+        self.momentum, self.dampening = momentum, dampening
+        self.weight_decay, self.nesterov = weight_decay, bool(nesterov)
 
     def bind(self, buffer: ParamBuffer) -> None:
         super().bind(buffer)
         self.momentum_buffer: np.ndarray | None = None
-        self._momentum = np.empty_like(buffer.value) if self.momentum else None
+        self._momentum = np.empty_like(buffer.value) if any_nonzero(self.momentum) else None
+        # rows without momentum (a column with zeros) keep g as it is, as torch does for momentum = 0
+        self._plain = np.flatnonzero(self.momentum.ravel() == 0) if is_column(self.momentum) else None
+        if self._plain is not None and not self._plain.size:
+            self._plain = None
         self._blocks = blocks([buffer.value, buffer.grad, self._momentum], scratch=2)
 
     def step(self) -> None:
-        lr, wd, mu, damp = self.lr, self.weight_decay, self.momentum, 1 - self.dampening
-        first = self.momentum_buffer is None
+        dtype = self.buffer.dtype  # type: ignore[union-attr]
+        neg_lr, wd, mu, damp = (cast(v, dtype) for v in (-self.lr, self.weight_decay, self.momentum,
+                                                         1 - self.dampening))
+        first, plain = self.momentum_buffer is None, self._plain
         for value, grad, b, g, tmp in self._blocks:
-            if wd:
+            if any_nonzero(wd):
                 np.multiply(value, wd, out=g)
                 g += grad  # type: ignore[operator]
             else:
@@ -110,11 +124,14 @@ class SGD(Optimizer):
                 if self.nesterov:
                     np.multiply(b, mu, out=tmp)
                     g += tmp  # type: ignore[operator]
-                else:
+                elif plain is None:
                     g[...] = b  # type: ignore[index]
-            g *= -lr  # type: ignore[operator]
+                else:
+                    b[plain] = g[plain]  # type: ignore[index]
+                    g[...] = b  # type: ignore[index]
+            g *= neg_lr  # type: ignore[operator]
             value += g  # type: ignore[operator]
-        if mu and first:
+        if self._momentum is not None and first:
             self.momentum_buffer = self._momentum
 
     def __repr__(self) -> str:
@@ -130,6 +147,7 @@ class Adam(Optimizer):
     ``θ ← θ + (−lr/(1−β1^t))·m / denom``."""
 
     name = "adam"
+    per_replica = ("lr", "betas", "eps", "weight_decay")
     decoupled = False
     default_weight_decay = 0.0
 
@@ -144,11 +162,15 @@ class Adam(Optimizer):
         super().__init__(lr)
         if weight_decay is None:
             weight_decay = self.default_weight_decay
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        if len(betas) != 2:
             raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)!r}")
-        _non_negative(eps=eps, weight_decay=weight_decay)
-        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.eps, self.weight_decay, self.amsgrad = float(eps), float(weight_decay), bool(amsgrad)
+        self.beta1, self.beta2 = hyper(betas[0]), hyper(betas[1])
+        for beta in (self.beta1, self.beta2):
+            check_all("betas", beta, lambda b: 0.0 <= b < 1.0, "two numbers in [0, 1)")
+        self.eps, self.weight_decay = hyper(eps), hyper(weight_decay)
+        _non_negative(eps=self.eps, weight_decay=self.weight_decay)
+        self.amsgrad = bool(amsgrad)
+        self._columns = any(is_column(v) for v in (self.beta1, self.beta2, self.eps, self.weight_decay))
 
     def bind(self, buffer: ParamBuffer) -> None:
         super().bind(buffer)
@@ -158,14 +180,29 @@ class Adam(Optimizer):
         self.v_max = np.zeros_like(buffer.value) if self.amsgrad else None
         self._blocks = blocks([buffer.value, buffer.grad, self.m, self.v, self.v_max], scratch=3)
 
+    def _grid_scalars(self, t: int) -> tuple[Hyper, ...]:
+        """This step's ``(decay, neg_step_size, bias_correction2_sqrt, 1 − β1, 1 − β2, λ, β2, ε)`` with columns:
+        ``+ - * /`` on float64 columns round as Python floats do, the powers go row by row (:func:`each`), and
+        every column is cast to the buffer's dtype (as numpy casts a Python float)."""
+        dtype = self.buffer.dtype  # type: ignore[union-attr]
+        lr, wd, b1, b2 = self.lr, self.weight_decay, self.beta1, self.beta2
+        values = (1 - lr * wd if any_nonzero(wd) and self.decoupled else None,
+                  -(lr / each(lambda b1: 1 - b1**t, b1)), each(lambda b2: (1 - b2**t) ** 0.5, b2), 1 - b1, 1 - b2,
+                  wd, b2, self.eps)
+        return tuple(None if v is None else cast(v, dtype) for v in values)
+
     def step(self) -> None:
         self.t += 1
-        lr, wd, b1, b2, eps = self.lr, self.weight_decay, self.beta1, self.beta2, self.eps
-        decay = 1 - lr * wd if wd and self.decoupled else None
-        l2 = bool(wd) and not self.decoupled
-        neg_step_size = -(lr / (1 - b1**self.t))
-        bias_correction2_sqrt = (1 - b2**self.t) ** 0.5
-        one_minus_b1, one_minus_b2 = 1 - b1, 1 - b2
+        t, lr, wd, b1, b2 = self.t, self.lr, self.weight_decay, self.beta1, self.beta2
+        l2 = any_nonzero(wd) and not self.decoupled
+        if self._columns or is_column(lr):
+            decay, neg_step_size, bias_correction2_sqrt, one_minus_b1, one_minus_b2, wd, b2, eps = (
+                self._grid_scalars(t))
+        else:  # plain floats: the scalar run's own arithmetic, no per-step helpers on the hot path
+            decay = 1 - lr * wd if wd and self.decoupled else None
+            neg_step_size = -(lr / (1 - b1**t))
+            bias_correction2_sqrt = (1 - b2**t) ** 0.5
+            one_minus_b1, one_minus_b2, eps = 1 - b1, 1 - b2, self.eps
         for value, grad, m, v, v_max, g, tmp, denom in self._blocks:
             if decay is not None:  # AdamW: θ ← θ·(1 − lr·λ) first
                 value *= decay  # type: ignore[operator]

@@ -12,17 +12,22 @@ import typer
 from expsvc.cli.common import HELP_DEFAULTS, DbOption, WideOption, console, fail, output_width
 
 
-def _numbers(key: str, values: list[str] | None, integer: bool) -> list[Any] | None:
-    """Parse repeated numeric flags ourselves so a bad value gets the spec's one-line error."""
+def _numbers(key: str, values: list[str] | None, integer: bool, ranges: bool = False) -> list[Any] | None:
+    """Parse repeated numeric flags ourselves so a bad value gets the spec's one-line error; with ``ranges``
+    a value may be ``logspace(a, b, n)`` or ``linspace(a, b, n)`` (passed on as text, expanded by the spec)."""
     if not values:
         return None
     out: list[Any] = []
     for raw in values:
+        if ranges and raw.strip().startswith(("logspace", "linspace")):
+            out.append(raw)
+            continue
         try:
             out.append(int(raw) if integer else float(raw))
         except ValueError:
             kind = "an integer" if integer else "a number"
-            fail(f"--{key.replace('_', '-')}: {raw!r} is not {kind}")
+            also = " or a range such as 'logspace(-4, -1, 4)'" if ranges else ""
+            fail(f"--{key.replace('_', '-')}: {raw!r} is not {kind}{also}")
     return out
 
 
@@ -57,13 +62,16 @@ def _summary(result: Any, wide: bool = False) -> None:
 def run(
     file: Annotated[str | None, typer.Argument(help="A TOML experiment file (flags override its values).")] = None,
     opt: Annotated[list[str] | None, typer.Option(
-        "--opt", help="Optimizer spec; repeat for a grid (default: {optimizer}).")] = None,
+        "--opt", help="Optimizer spec; repeat for a grid, or give a list or range of numbers as an argument: "
+                      "'sgd(momentum=[0.8, 0.9])', 'adamw(weight_decay=logspace(-4, -2, 3))' (default: {optimizer}).")
+    ] = None,
     seeds: Annotated[int | None, typer.Option(
         "--seeds", help="Run seeds 0..N-1 (default: {seeds}). A seed sets the initial weights and the batch "
                         "order; the data is the same for every seed unless --data-seed says otherwise.")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Run this seed; repeatable.")] = None,
     lr: Annotated[list[str] | None, typer.Option(
-        "--lr", help="Learning rate; repeat for a grid (default: {lr}).")] = None,
+        "--lr", help="Learning rate; repeat for a grid, or a range: 'logspace(-4, -1, 9)', 'linspace(0.1, 1, 10)' "
+                     "(default: the optimizer's own, 1e-3 for the built-ins).")] = None,
     epochs: Annotated[list[str] | None, typer.Option(
         "--epochs", help="Maximum epochs; repeatable (default: {epochs}).")] = None,
     batch_size: Annotated[list[str] | None, typer.Option(
@@ -90,7 +98,11 @@ def run(
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
-    no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run seeds one by one.")] = False,
+    no_vectorize: Annotated[bool, typer.Option("--no-vectorize", help="Run every run on its own.")] = False,
+    group_by_config: Annotated[bool, typer.Option(
+        "--group-by-config", help="Vectorise only the seeds of one configuration (the older grouping; by default "
+                                  "grid points that differ only in numeric optimizer and schedule arguments train "
+                                  "together).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
     wide: WideOption = False,
     executor: Annotated[str, typer.Option("--executor", help="local (processes here) or dask.")] = "local",
@@ -105,7 +117,6 @@ def run(
     from expsvc.errors import ExpsvcError
     from expsvc.runner.api import Experiment
     from expsvc.runner.executors import make_executor
-    from expsvc.runner.spec import shares_data
 
     if jobs is not None and jobs < 1:
         fail(f"--jobs: {jobs} is not allowed; expected a positive integer")
@@ -121,14 +132,14 @@ def run(
         given = [flag for flag, value in grid.items() if value not in (None, [])]
         if given:
             fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
-        _resume(resume, db, jobs, not no_vectorize, quiet, runner, wide)
+        _resume(resume, db, jobs, not no_vectorize, quiet, runner, wide, group_by_config)
         return
     if seeds is not None and seed:
         fail("--seeds and --seed exclude each other; give a count or pick seeds")
     values: dict[str, Any] = {
         "optimizer": opt or None,
         "seeds": list(seed) if seed else seeds,
-        "lr": _numbers("lr", lr, integer=False),
+        "lr": _numbers("lr", lr, integer=False, ranges=True),
         "epochs": _numbers("epochs", epochs, integer=True),
         "batch_size": _numbers("batch_size", batch_size, integer=True),
         "model": model or None,
@@ -142,44 +153,37 @@ def run(
         "data_seed": _data_seed(data_seed),
     }
     values = {k: v for k, v in values.items() if v is not None}
+    from expsvc.runner.plan import execute, from_spec
+
     try:
         experiment = Experiment.from_file(file, **values) if file else Experiment(**values)
-        experiment.validate()
+        plan = from_spec(experiment.spec, db=db, vectorize=not no_vectorize, group_by_config=group_by_config,
+                         jobs=jobs)
     except ExpsvcError as err:
         fail(str(err))
-    vectorize = not no_vectorize
-    bars = []
-    for config in experiment.spec.configs():
-        per_task = len(experiment.spec.seeds) if vectorize and shares_data(config) else 1
-        bars += [(f"{experiment.label(config)} ({per_task} seeds)", config.epochs)] * (
-            len(experiment.spec.seeds) // per_task)
-    result = _execute(runner, bars, quiet, lambda progress: experiment.run(
-        db=db, jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
+    result = _execute(runner, plan.bars(), quiet, lambda progress: execute(plan, executor=runner, progress=progress))
     _report(result, db, quiet, wide)
 
 
 def _resume(name: str, db: str | None, jobs: int | None, vectorize: bool, quiet: bool, runner: Any,
-            wide: bool = False) -> None:
+            wide: bool = False, group_by_config: bool = False) -> None:
     """``expsvc run --resume NAME``: run again what did not finish, with the stored configs and seeds."""
     from expsvc.errors import ExpsvcError
-    from expsvc.runner.api import plan_resume
+    from expsvc.runner.plan import execute, from_store
 
     try:
-        plan = plan_resume(name, db=db)
+        plan = from_store(name, db=db, vectorize=vectorize, group_by_config=group_by_config, jobs=jobs)
     except ExpsvcError as err:
         fail(str(err))
     total = sum(plan.counts.values())
-    if not plan.groups:
+    if not plan.runs:
         if not quiet:
             typer.echo(f"nothing to resume: all {total} runs of experiment {plan.experiment!r} ended ("
                        + ", ".join(f"{n} {s}" for s, n in sorted(plan.counts.items())) + ")")
         return
-    bars = [(f"{plan.label(task.config)} ({len(task.seeds)} seeds)", task.config.epochs)
-            for task in plan.tasks(vectorize)]
     if not quiet:
         typer.echo(f"resuming {len(plan.run_ids)} of {total} runs of experiment {plan.experiment!r}", err=True)
-    result = _execute(runner, bars, quiet, lambda progress: plan.run(
-        jobs=jobs, vectorize=vectorize, executor=runner, progress=progress))
+    result = _execute(runner, plan.bars(), quiet, lambda progress: execute(plan, executor=runner, progress=progress))
     _report(result, db, quiet, wide)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from expsvc.core.data import DataSplit, epoch_order, steps_per_epoch
 from expsvc.core.layer import Sequential
 from expsvc.core.loss import Loss
-from expsvc.core.optim import Optimizer, Scheduler
+from expsvc.core.optim import Optimizer, PointSchedules, Scheduler
 
 HISTORY_START = 4096
 """Steps the per-step loss history holds at first (it grows as epochs start)."""
@@ -191,7 +191,9 @@ class Trainer:
                 self._epoch = epoch
                 if step + self.per_epoch > hist.shape[1]:
                     hist = self._grow(step + self.per_epoch)
-                if self.scheduler is not None:  # a Python float: a numpy float64 would run float32 updates in float64
+                if isinstance(self.scheduler, PointSchedules):  # a grid: one learning rate per replica
+                    opt.lr = self.scheduler.lrs(epoch)
+                elif self.scheduler is not None:  # a Python float: numpy's float64 would run float32 in float64
                     opt.lr = float(self.scheduler.lr(self.base_lr, epoch))
                 for xb, yb in self._epoch_batches():
                     values = loss_forward(forward(xb), yb)

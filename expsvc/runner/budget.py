@@ -82,3 +82,14 @@ def training_bytes(shapes: ModelShapes, data: DataSplit, replicas: int, dtype: s
     batches = replicas * n_train * (features + targets) * item
     data_bytes = sum(a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
     return params + activations + batches + data_bytes
+
+
+def replicas_within(shapes: ModelShapes, data: DataSplit, dtype: str) -> int | None:
+    """How many replicas of one group fit the memory budget (None: no limit known); at least 1 (one replica
+    that does not fit is refused by :func:`check_memory` when the group is built)."""
+    limit = memory_limit()
+    if limit is None:
+        return None
+    fixed = training_bytes(shapes, data, 0, dtype)
+    per_replica = max(1, training_bytes(shapes, data, 1, dtype) - fixed)
+    return max(1, int((limit - fixed) // per_replica))

@@ -1,4 +1,4 @@
-"""Execute one group (the seeds of one configuration) and record it in the store.
+"""Execute one group (grid points x seeds of one structure) and record it in the store.
 
 This is what an executor runs, in-process or in a worker: build the components, train the replicas as one
 vectorised computation, flush the loss history in batches while training, then write metrics, final
@@ -27,7 +27,7 @@ from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
 from expsvc.registry import Part, blame, describe_exception
 from expsvc.runner.build import Components, build
-from expsvc.runner.spec import RunConfig, shares_data
+from expsvc.runner.spec import RunConfig
 from expsvc.store import history as _history  # noqa: F401  (loaded here, before workers fork, not in each)
 
 Progress = Callable[[int, int, int], None]
@@ -36,7 +36,10 @@ Progress = Callable[[int, int, int], None]
 
 @dataclass(frozen=True)
 class GroupTask:
-    """One unit of work for an executor: a configuration, its seeds and their run ids."""
+    """One unit of work for an executor: rows (replicas) of one structure, their seeds and run ids.
+
+    ``configs`` holds each row's configuration when the rows are grid points (they differ only in numeric
+    optimizer and schedule arguments); empty, every row is ``config``."""
 
     index: int
     url: str
@@ -44,6 +47,10 @@ class GroupTask:
     seeds: tuple[int, ...]
     run_ids: tuple[str, ...]
     plugins_dir: str | None = None
+    configs: tuple[RunConfig, ...] = ()
+
+    def row_configs(self) -> tuple[RunConfig, ...]:
+        return self.configs or (self.config,) * len(self.seeds)
 
 
 @dataclass
@@ -107,14 +114,16 @@ class StoreHooks(TrainHooks):
             self.progress(self.task.index, epoch + 1, int(active.sum()))
 
 
-def _component_records(system: PluginSystem, comps: Components) -> list[Any]:
+def _component_records(system: PluginSystem, comps: Components, config: RunConfig) -> list[Any]:
+    """The components of one run (its own optimizer and schedule arguments, in a grid group)."""
     from expsvc.store import ComponentRecord
 
+    own = {"optimizer": config.optimizer.with_defaults(lr=config.lr), "scheduler": config.schedule}
     records = []
     for reg, spec in comps.provenance:
         info = system.provenance(reg)
         records.append(ComponentRecord(
-            kind=reg.kind, name=reg.name, spec=str(spec), plugin=info.name, package=info.package,
+            kind=reg.kind, name=reg.name, spec=str(own.get(reg.kind, spec)), plugin=info.name, package=info.package,
             version=info.version,
         ))
     return records
@@ -136,7 +145,8 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
     parts: list[Part] = []
     try:
         system = get_system(task.plugins_dir)
-        comps = build(system, task.config, task.seeds)
+        rows = task.row_configs()
+        comps = build(system, task.config, task.seeds, configs=rows)
         live = [*comps.model.layers, comps.loss, comps.optimizer, comps.scheduler, *comps.metrics.values()]
         parts = [(obj, reg, spec) for obj, (reg, spec) in zip(live, comps.provenance[1:], strict=False)]
         cfg = task.config
@@ -145,20 +155,20 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
             epochs=cfg.epochs, batch_size=cfg.batch_size, tol=cfg.tol, shuffle=cfg.shuffle,
             scheduler=comps.scheduler,
         )
-        records = _component_records(system, comps)
-        with held_interrupts():
+        records = {c: _component_records(system, comps, c) for c in dict.fromkeys(rows)}
+        with held_interrupts(), store.batch():  # one transaction for the group's start records
             store.start_runs(
                 task.run_ids, host=socket.gethostname(), pid=os.getpid(), expsvc_version=__version__,
                 numpy_version=np.__version__, steps_per_epoch=trainer.per_epoch,
             )
-            for run_id in task.run_ids:
-                store.set_components(run_id, records)
+            for run_id, row in zip(task.run_ids, rows, strict=True):
+                store.set_components(run_id, records[row])
         hooks = StoreHooks(store, task, progress)
         result = trainer.run(hooks)
         train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
         test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
         outcomes = []
-        with held_interrupts():
+        with held_interrupts(), store.batch():  # one transaction for every run's results
             for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
                 values = {f"train_{k}": float(v[r]) for k, v in train.items()}
                 values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
@@ -213,17 +223,3 @@ def _salvage(store: Any, trainer: Trainer | None, hooks: StoreHooks | None) -> N
         return
     with contextlib.suppress(ExpsvcError, SQLAlchemyError, OSError):  # a store failure: the original error wins
         hooks.flush(trainer.history, trainer.counts)
-
-
-def group_tasks(url: str, configs: Sequence[RunConfig], seeds: Sequence[int], run_ids: Sequence[Sequence[str]],
-                vectorize: bool, plugins_dir: str | None) -> list[GroupTask]:
-    """One task per configuration (all seeds vectorised) or, without vectorisation or when each seed draws
-    its own data (``data_seed = "run"``), one per seed."""
-    tasks: list[GroupTask] = []
-    for config, ids in zip(configs, run_ids, strict=True):
-        if vectorize and shares_data(config):
-            tasks.append(GroupTask(len(tasks), url, config, tuple(seeds), tuple(ids), plugins_dir))
-        else:
-            for seed, run_id in zip(seeds, ids, strict=True):
-                tasks.append(GroupTask(len(tasks), url, config, (seed,), (run_id,), plugins_dir))
-    return tasks

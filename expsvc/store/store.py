@@ -258,6 +258,7 @@ class RunStore:
         self._verified = verified or sqlite_path(url) is None
         self.read_only = read_only
         self._heartbeat: _Heartbeat | None = None
+        self._batch: tuple[int, sa.Connection] | None = None  # (thread id, connection) of an open batch()
         self._writer = write_engine(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
@@ -344,8 +345,27 @@ class RunStore:
                 raise
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make this thread's writes inside one transaction (one commit for a group's per-run records instead of
+        one per run and table); nested calls join the outer batch, other threads are not affected."""
+        if self._batch is not None and self._batch[0] == threading.get_ident():
+            yield
+            return
+        self._writable()
+        with translate_errors(self._where), self._writer.begin() as conn:
+            self._batch = (threading.get_ident(), conn)
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sa.Connection]:
-        """A Core connection in one transaction (write lock taken at BEGIN when ``write``)."""
+        """A Core connection in one transaction (write lock taken at BEGIN when ``write``), or this thread's
+        :meth:`batch` transaction."""
+        if write and self._batch is not None and self._batch[0] == threading.get_ident():
+            yield self._batch[1]
+            return
         engine = self._writer if write else self.engine
         if write:
             self._writable()
