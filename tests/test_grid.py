@@ -20,7 +20,8 @@ from expsvc.plugins import load_plugins
 from expsvc.runner import spec as spec_module
 from expsvc.runner.api import Experiment, plan_resume, resume
 from expsvc.runner.spec import ExperimentSpec
-from expsvc.store import MetricChunk, Run, RunStore
+from expsvc.store import RunStore
+from expsvc.store.models import MetricChunk, Run
 from tests.conftest import run_cli
 from tests.test_plugins import install_distribution
 
