@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
-    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9", help="comma-separated subset of 1-9")
+    if not which <= set("123456789"):
+        parser.error("--sections takes numbers 1 to 9")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []

@@ -163,3 +163,15 @@ def test_report_page_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     tgts = {t.key: t.status for t in report.targets({"9_report": section})}
     assert tgts["R1"] == "PASS" and tgts["R2"] in ("PASS", "MISS", "n/a")
     assert "## 9. Report of 4 runs × 5 steps" in "\n".join(reportpage.markdown(section, report._table))
+
+
+def test_the_command_line_parses_and_refuses_unknown_sections(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks``'s own parser (a merge once declared --sections twice: every run crashed)."""
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--sections", "1,0"])
+    assert exit_.value.code == 2 and "--sections takes numbers 1 to 9" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "--sections" in capsys.readouterr().out
