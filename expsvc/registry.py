@@ -309,6 +309,29 @@ def instantiate(reg: Registration, spec: ComponentSpec, what: str, columns: dict
         raise ExpsvcError(f"{what} {str(spec)!r}: {err}") from None
 
 
+def resolved(reg: Registration, spec: ComponentSpec) -> ComponentSpec:
+    """``spec`` with every constructor argument named and its default filled in — what a run stores as its
+    component's spec, so ``show`` lists every argument that ran (``linear(5)`` → ``linear(out_features=5,
+    bias=True, init='uniform')``).  A spec the signature cannot bind, or ``*args``, is returned as given."""
+    try:
+        sig = inspect.signature(reg.cls)
+        bound = sig.bind(*spec.args, **spec.kwargs)
+    except (TypeError, ValueError):
+        return spec
+    bound.apply_defaults()
+    kwargs: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                return spec
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(value)
+        else:
+            kwargs[name] = value
+    return ComponentSpec(spec.name, (), kwargs)
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"component names must be identifiers, got {name!r}")

@@ -115,7 +115,9 @@ class StoreHooks(TrainHooks):
 
 
 def _component_records(system: PluginSystem, comps: Components, config: RunConfig) -> list[Any]:
-    """The components of one run (its own optimizer and schedule arguments, in a grid group)."""
+    """The components of one run (its own optimizer and schedule arguments, in a grid group), each spec with
+    every argument named and defaults filled in (:func:`expsvc.registry.resolved`)."""
+    from expsvc.registry import resolved
     from expsvc.store import ComponentRecord
 
     own = {"optimizer": config.optimizer.with_defaults(lr=config.lr), "scheduler": config.schedule}
@@ -123,8 +125,8 @@ def _component_records(system: PluginSystem, comps: Components, config: RunConfi
     for reg, spec in comps.provenance:
         info = system.provenance(reg)
         records.append(ComponentRecord(
-            kind=reg.kind, name=reg.name, spec=str(own.get(reg.kind, spec)), plugin=info.name, package=info.package,
-            version=info.version,
+            kind=reg.kind, name=reg.name, spec=str(resolved(reg, own.get(reg.kind, spec))), plugin=info.name,
+            package=info.package, version=info.version,
         ))
     return records
 
