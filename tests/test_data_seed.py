@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from expsvc.runner.spec import DEFAULTS, ExperimentSpec, RunConfig, SpecValidationError, dataset_for
+from expsvc.specs import parse
 from tests.conftest import expand_chunks, run_cli
 
 
@@ -66,8 +67,9 @@ def test_data_seed_resamples_the_data(store: Path) -> None:
         specs = conn.execute("""SELECT r.seed, c.spec, json_extract(r.config, '$.data_seed') FROM run_components c
             JOIN runs r ON r.id = c.run_id JOIN experiments e ON e.id = r.experiment_id
             WHERE e.name = 'per-run' AND c.kind = 'dataset' ORDER BY r.seed""").fetchall()
-    assert {(seed, spec, ds) for seed, spec, ds in specs} == {(0, "points(seed=0)", "run"),
-                                                             (1, "points(seed=1)", "run")}
+    # the stored spec names every argument (defaults filled in); its seed is the run's
+    assert {(seed, parse(spec).name, parse(spec).kwargs["seed"], ds) for seed, spec, ds in specs} == {
+        (0, "points", 0, "run"), (1, "points", 1, "run")}
     where = run_cli("runs", "--db", f"sqlite:///{store}", "--where", "params.data_seed = 'run'", "--json")
     assert where.returncode == 0 and where.stdout.count('"experiment": "per-run"') == 4
 
