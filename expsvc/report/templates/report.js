@@ -52,7 +52,10 @@
     det.appendChild(rest); wrap.appendChild(ul); wrap.appendChild(det);
     return wrap;
   }
-  function tickValues(u, vals) { return vals.map(function (v) { return fmt(v, 3); }); }
+  function tickValues(u, vals) {
+    /* uPlot hands log axes' unlabelled (minor) ticks as null: they stay blank, never "–" */
+    return vals.map(function (v) { return v === null || v === undefined ? "" : fmt(v, 3); });
+  }
   function groupName(i) { return D.groups[i] ? D.groups[i].name : "?"; }
 
   /* ------------------------------------------------------------------ header and answer */
@@ -295,7 +298,7 @@
       var holder = el("div", { "class": "chart sensitivity", "data-param": v.param });
       box.appendChild(holder);
       var u = new uPlot({ width: width, height: 280, series: series, bands: bands, legend: { show: false },
-        scales: { x: { time: false, distr: v.log_x ? 3 : 1 } }, axes: [{ label: v.param }, { label: S.metric, size: 70, values: tickValues, incrs: WIDE_STEPS }] },
+        scales: { x: { time: false, distr: v.log_x ? 3 : 1 } }, axes: [{ label: v.param, values: tickValues }, { label: S.metric, size: 70, values: tickValues, incrs: WIDE_STEPS }] },
         data, holder);
       charts.push({ key: "sensitivity:" + v.param, u: u, groupOf: groupOf, kind: "sensitivity" });
     });
