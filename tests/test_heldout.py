@@ -10,13 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from expsvc.core import Trainer, TrainHooks, evaluate_splits
 from expsvc.core.data import DataSplit, hold_out
+from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
+from expsvc.runner.api import run
 from expsvc.runner.build import build, load_dataset
 from expsvc.runner.plan import from_spec, structure
 from expsvc.runner.spec import ExperimentSpec, RunConfig, SpecValidationError
 from expsvc.specs import parse
+from expsvc.store import RunStore
+from expsvc.store.read import histories
 
 
 def test_options_are_typed_and_off_by_default() -> None:
@@ -106,3 +111,84 @@ def test_file_datasets_take_their_own_validation_set(tmp_path: Path) -> None:
     np.savez(path, x=x, y=(x[:, 0] > 0).astype(float), x_val=xv)
     with pytest.raises(ExpsvcError, match="'y_val' missing"):
         load_dataset(_system(), parse(f"file('{path}')", "dataset"))
+
+
+# ---------------------------------------------------------------------------------------- per-epoch evaluation
+
+
+class _Recorder(TrainHooks):
+    def __init__(self) -> None:
+        self.points: list[tuple[int, Evaluation, np.ndarray]] = []
+
+    def evaluated(self, epoch: int, values: Evaluation, rows: np.ndarray, seconds: float) -> None:
+        self.points.append((epoch, values, rows.copy()))
+
+
+def _train(seeds: list[int], eval_every: int) -> _Recorder:
+    config = ExperimentSpec.from_dict({"optimizer": "adamw", "lr": 0.05, "epochs": 6, "val_split": 0.2,
+                                       "dataset": "spirals(n_train=60, n_test=30)", "loss": "cross_entropy",
+                                       "model": "linear(8), tanh, dropout(0.2), linear(3)", "shuffle": True,
+                                       "eval_every": eval_every}).configs()[0]
+    comps = build(_system(), config, seeds)
+    hooks = _Recorder()
+    Trainer(comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs, epochs=6, batch_size=16,
+            shuffle=True, eval_every=eval_every,
+            evaluator=evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)).run(hooks)
+    return hooks
+
+
+def test_vectorised_evaluation_equals_each_replica_alone() -> None:
+    """Three seeds evaluated together every 2 epochs give, row for row, what each seed gives alone (eval mode:
+    dropout off, so two evaluations of the same parameters agree)."""
+    together = _train([0, 1, 2], eval_every=2)
+    assert [e for e, *_ in together.points] == [2, 4, 6]
+    assert set(together.points[0][1]) == {"train", "val", "test"}
+    assert {"loss", "accuracy"} <= set(together.points[0][1]["val"])
+    for r, seed in enumerate([0, 1, 2]):
+        alone = _train([seed], eval_every=2)
+        for (epoch, values, rows), (epoch1, values1, _) in zip(together.points, alone.points, strict=True):
+            assert epoch == epoch1 and rows[r]
+            for split, metrics in values.items():
+                for name, v in metrics.items():
+                    np.testing.assert_allclose(v[r], values1[split][name][0], rtol=1e-12, atol=1e-14,
+                                               err_msg=f"{split}_{name} at epoch {epoch}")
+
+
+@pytest.fixture(scope="module")
+def evaluated_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, list[str]]]:
+    """One small experiment with per-epoch evaluation (every 3 epochs of 7: epochs 3, 6 and the final 7), one
+    with validation but no evaluation, and one with neither; the store and each one's run ids (same order)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('heldout') / 'runs.db'}"
+    common = {"optimizer": ["mini_bgd", "adamw"], "lr": 0.05, "seeds": 2, "epochs": 7, "dataset": "moons",
+              "tol": 0}
+    ids = {name: run(common, db=url, name=name, **extra).run_ids for name, extra in (
+        ("eval", {"val_split": 0.25, "eval_every": 3}), ("val-only", {"val_split": 0.25}), ("plain", {}))}
+    return url, ids
+
+
+def test_evaluation_histories_are_stored_by_epoch(evaluated_store: tuple[str, dict[str, list[str]]]) -> None:
+    url, ids = evaluated_store
+    store = RunStore.open(url, create=False)
+    try:
+        summaries = store.summaries(ids["eval"])
+        stored = histories(store, ids["eval"])
+        for run_id in ids["eval"]:
+            for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_loss", "train_accuracy",
+                        "eval_seconds"):
+                steps, values = stored[run_id][key]
+                assert steps.tolist() == [3, 6, 7], key  # epochs; the final evaluation ends the history
+                summary = summaries[run_id][key]
+                assert summary["last"] == pytest.approx(values[-1]) and summary["count"] == 3
+                assert summary["min_step"] == steps[np.argmin(values)] and summary["max_step"] == steps[
+                    np.argmax(values)]
+            assert stored[run_id]["loss"][0].size == 7 * 3  # the per-step loss as before (150 train rows, batch 50)
+        plain = store.summaries(ids["plain"])[ids["plain"][0]]
+        assert set(plain) == {"loss", *(f"{s}_{m}" for s in ("train", "test")
+                                        for m in ("loss", "accuracy", "precision", "recall", "f1"))}
+        val_only = store.summaries(ids["val-only"])
+        for a, b in zip(ids["eval"], ids["val-only"], strict=True):  # same configs, seeds and data
+            assert val_only[b]["val_loss"]["count"] == 1 and "eval_seconds" not in val_only[b]  # final values only
+            for key in ("val_loss", "test_accuracy", "train_loss"):
+                assert summaries[a][key]["last"] == pytest.approx(val_only[b][key]["last"], rel=1e-12)
+    finally:
+        store.close()
