@@ -163,3 +163,14 @@ def test_report_page_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     tgts = {t.key: t.status for t in report.targets({"9_report": section})}
     assert tgts["R1"] == "PASS" and tgts["R2"] in ("PASS", "MISS", "n/a")
     assert "## 9. Report of 4 runs × 5 steps" in "\n".join(reportpage.markdown(section, report._table))
+
+
+@pytest.mark.slow
+def test_evaluation_section() -> None:
+    """Section 10 runs its three contenders both ways and yields the E1/E2 targets."""
+    from benchmarks.evaluation import FLAGS, section_evaluation
+
+    out = section_evaluation(reps=1, warmup=False)
+    assert set(out["subprocess"]) == set(out["in-process"]) == set(FLAGS)
+    tgts = {t.key: t for t in report.targets({"10_evaluation": out})}
+    assert tgts["E1"].status in ("PASS", "MISS") and tgts["E2"].ratio is not None
