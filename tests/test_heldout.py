@@ -19,6 +19,7 @@ from expsvc.core.data import DataSplit, hold_out
 from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
+from expsvc.report.data import reproduce
 from expsvc.runner.api import run
 from expsvc.runner.build import build, load_dataset
 from expsvc.runner.plan import from_spec, structure
@@ -36,6 +37,15 @@ def test_options_are_typed_and_off_by_default() -> None:
     assert on.as_dict()["val_split"] == 0.2 and on.as_dict()["eval_every"] == 3
     assert RunConfig.from_dict(on.as_dict()) == on and RunConfig.from_dict(base.as_dict()) == base
     assert structure(on) != structure(base) and on.group_key != base.group_key  # they split groups
+
+
+def test_options_in_a_toml_file_and_the_reproducing_command(tmp_path: Path) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text('optimizer = "adamw"\nval_split = 0.25\neval_every = 2\n')
+    config = ExperimentSpec.from_file(path).configs()[0]
+    assert (config.val_split, config.eval_every) == (0.25, 2)
+    run_ = type("Run", (), {"params": config.params(), "seed": 0})()
+    assert "--val-split 0.25 --eval-every 2" in reproduce([run_], "e")
 
 
 @pytest.mark.parametrize("values", [{"val_split": 1}, {"val_split": -0.1}, {"val_split": "0.2"},
