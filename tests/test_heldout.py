@@ -5,6 +5,7 @@ The run options ``val_split`` and ``eval_every``: typed, validated, structural, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from expsvc.cli import build_app
-from expsvc.core import Trainer, TrainHooks, evaluate_splits
+from expsvc.core import Trainer, TrainHooks, evaluate, evaluate_splits
 from expsvc.core.data import DataSplit, hold_out
 from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
@@ -276,3 +277,18 @@ def test_held_out_metrics_in_show_runs_plot(evaluated_store: tuple[str, dict[str
     best = _cli("compare", "--db", url, "-e", "eval", "-m", "min(val_loss)", "-m", "val_loss", "-f", "json")
     labels = [m["label"] for m in json.loads(best.stdout)["metrics"]]
     assert labels == ["best-epoch (min) val loss", "final val loss"]
+
+
+def test_split_evaluation_is_bit_for_bit_a_one_off_evaluation() -> None:
+    """The evaluator forwards each split on its own (a layer's kernels may round differently for another batch
+    size): its numbers are exactly :func:`evaluate`'s on that split, scored alone or stacked with others."""
+    config = ExperimentSpec.from_dict({"optimizer": "adamw", "val_split": 0.3, "dataset": "moons"}).configs()[0]
+    comps = build(_system(), dataclasses.replace(config, lr=0.01), [0, 1])
+    evaluator = evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)
+    once = evaluator()
+    twice = evaluator.score([evaluator.outputs(), evaluator.outputs()])
+    for split, (x, y) in comps.data.splits().items():
+        alone = evaluate(comps.model, comps.loss, x, y, comps.metrics)
+        for name, values in alone.items():
+            np.testing.assert_array_equal(once[split][name], values)
+            np.testing.assert_array_equal(twice[split][name], np.concatenate([values, values]))

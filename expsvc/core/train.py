@@ -329,24 +329,25 @@ class SplitEvaluator:
     """Loss and each metric on every split of a dataset (train, validation when there is one, test) for all
     replicas at once: calling it gives ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ..., "test": ...}``.
 
-    Evaluation may run every epoch, so it is built for that.  The inputs of all splits are cast and joined once,
-    here; :meth:`outputs` is one forward pass over them (eval mode treats samples independently, so this equals
-    a pass per split).  :meth:`score` turns the outputs of *several* evaluations into their losses and metrics
-    with one call of the loss and of each metric per split: the evaluations are stacked on the replica axis,
-    along which nothing mixes, so each row's numbers are those of evaluating it alone (the trainer buffers
-    the outputs of the epochs between two flushes and scores them together)."""
+    Evaluation may run every epoch, so it is built for that.  The inputs of every split are cast once, here;
+    :meth:`outputs` is an eval-mode forward pass per split (the same calls as :func:`evaluate`, so the numbers
+    are bit for bit those of evaluating each split on its own, whatever a layer's kernels do with the batch
+    size).  :meth:`score` turns the outputs of *several* evaluations into their losses and metrics with one
+    call of the loss and of each metric per split: the evaluations are stacked on the replica axis, along
+    which nothing mixes, so each row's numbers are those of evaluating it alone (the trainer buffers the
+    outputs of the epochs between two flushes and scores them together)."""
 
     def __init__(self, model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> None:
         assert model.buffer is not None
         self.model, self.loss, self.metrics = model, loss, metrics
         splits = data.splits()
-        self.x = np.concatenate([np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()])
-        bounds = np.cumsum([0, *(len(x) for x, _ in splits.values())]).tolist()
+        self.xs = [np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()]
+        bounds = np.cumsum([0, *(len(x) for x in self.xs)]).tolist()
         self.sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
 
     def outputs(self) -> np.ndarray:
-        """The model's outputs on every split's inputs, joined: ``(R, N_total, ...)`` (a fresh array)."""
-        return forward_eval(self.model, self.x)
+        """The model's outputs on every split's inputs, joined on the sample axis: ``(R, N_total, ...)``."""
+        return np.concatenate([forward_eval(self.model, x) for x in self.xs], axis=1)
 
     def score(self, outputs: Sequence[np.ndarray]) -> Evaluation:
         """The losses and metrics of evaluations ``outputs`` (each from :meth:`outputs`): every value array
