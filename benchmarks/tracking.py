@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ def _template(tmp: Path) -> Path:
     return path
 
 
+def fresh_stores(tmp: Path) -> Callable[[], str]:
+    """A function returning the URL of a new copy of one migrated store in ``tmp`` at every call."""
+    template = _template(tmp)
+    counter = iter(range(10**6))
+
+    def fresh() -> str:
+        path = tmp / f"job-{next(counter)}.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    return fresh
+
+
 class _NoFlush:
     """Context manager: ``StoreHooks.flush`` does nothing inside (history logging off)."""
 
@@ -48,12 +62,12 @@ class _NoFlush:
         execute.StoreHooks.flush = self._original  # type: ignore[method-assign]
 
 
-def default_job(db_url: str, jobs: int) -> float:
-    """Wall seconds of the default job into ``db_url`` (in-process API call)."""
+def default_job(db_url: str, jobs: int, **extra: Any) -> float:
+    """Wall seconds of the default job into ``db_url`` (in-process API call; ``extra`` spec values added)."""
     import expsvc
 
     start = time.perf_counter()
-    result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db=db_url, jobs=jobs)
+    result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db=db_url, jobs=jobs, **extra)
     seconds = time.perf_counter() - start
     statuses = result.statuses()
     if statuses.get("failed") or statuses.get("interrupted"):
@@ -65,14 +79,7 @@ def section_logging(reps: int, jobs_list: tuple[int, ...] = (1, 2)) -> dict[str,
     """Wall time of the default job with history logging on and off, per ``jobs``; rows written."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="expsvc-bench-") as name:
-        tmp = Path(name)
-        template = _template(tmp)
-        counter = iter(range(10**6))
-
-        def fresh() -> str:
-            path = tmp / f"job-{next(counter)}.db"
-            shutil.copyfile(template, path)
-            return f"sqlite:///{path}"
+        fresh = fresh_stores(Path(name))
 
         def on(jobs: int) -> float:
             return default_job(fresh(), jobs)

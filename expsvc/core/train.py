@@ -25,6 +25,12 @@ from expsvc.core.optim import Optimizer, PointSchedules, Scheduler
 HISTORY_START = 4096
 """Steps the per-step loss history holds at first (it grows as epochs start)."""
 
+Evaluation = dict[str, dict[str, np.ndarray]]
+"""Split (``train``, ``val``, ``test``) → metric (``loss``, ``accuracy``...) → one value per replica."""
+
+EVAL_BUFFER_BYTES = 32 * 2**20
+"""Outputs of per-epoch evaluations buffered before they are scored as one batch (see :meth:`Trainer.score_pending`)."""
+
 FINISHED = "finished"
 DIVERGED = "diverged"
 
@@ -46,6 +52,12 @@ class TrainHooks:
 
     def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
         """Called after every epoch (progress reporting)."""
+
+    def evaluated(self, epoch: int, values: Evaluation, rows: np.ndarray, seconds: float) -> None:
+        """Called for each ``eval_every``-th epoch but the last (in batches, before a flush):
+        ``values[split][metric][r]`` for the replicas ``rows`` (a boolean mask: those still training after
+        this epoch); ``epoch`` counts epochs done (1 after the first); ``seconds`` since the start of training,
+        before evaluating.  The end-of-training evaluation is the caller's (``SplitEvaluator()``)."""
 
 
 @dataclass
@@ -82,8 +94,14 @@ class Trainer:
         tol: float = 0.0,
         shuffle: bool = False,
         scheduler: Scheduler | None = None,
+        eval_every: int = 0,
+        evaluator: SplitEvaluator | None = None,
     ) -> None:
         assert model.buffer is not None, "build the model first"
+        self.eval_every = int(eval_every) if evaluator is not None else 0
+        self.evaluator = evaluator
+        self._evaluations: list[tuple[int, np.ndarray, np.ndarray, float]] = []  # outputs not scored yet
+        self._evaluation_bytes = 0
         self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
         self.data = data
         self.order_rngs = list(order_rngs)
@@ -139,6 +157,34 @@ class Trainer:
         self.seconds[r] = time.perf_counter() - self._started
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
         self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
+
+    def _evaluate(self, hooks: TrainHooks, done: int) -> None:
+        """Evaluate every replica at once (eval mode), for the rows still training after this epoch.  A row
+        that stopped in it, and every row at the last epoch, is left to the end-of-training evaluation (with
+        its final parameters, exactly a one-off evaluation's numbers: the runner records it as the last point
+        of each history).  Only the forward pass runs now; the outputs are scored in batches
+        (:meth:`score_pending`), before each flush or when they hold :data:`EVAL_BUFFER_BYTES`."""
+        rows = self.active
+        if done < self.epochs and rows.any():
+            seconds = time.perf_counter() - self._started
+            assert self.evaluator is not None
+            out = self.evaluator.outputs()
+            self._evaluations.append((done, out, rows.copy(), seconds))  # (a copy: ``active`` changes)
+            self._evaluation_bytes += out.nbytes
+            if self._evaluation_bytes >= EVAL_BUFFER_BYTES:
+                self.score_pending(hooks)
+
+    def score_pending(self, hooks: TrainHooks) -> None:
+        """Score the buffered evaluations in one batch and hand each to ``hooks.evaluated``, in epoch order."""
+        if not self._evaluations:
+            return
+        assert self.evaluator is not None
+        pending, self._evaluations, self._evaluation_bytes = self._evaluations, [], 0
+        values = self.evaluator.score([out for _, out, _, _ in pending])
+        r = self.model.replicas
+        for i, (done, _, rows, seconds) in enumerate(pending):
+            one = {split: {k: v[i * r : (i + 1) * r] for k, v in metrics.items()} for split, metrics in values.items()}
+            hooks.evaluated(done, one, rows, seconds)
 
     def _grow(self, needed: int) -> np.ndarray:
         """Enlarge the history to hold ``needed`` steps (at least doubling, at most every step of the run)."""
@@ -214,6 +260,7 @@ class Trainer:
                     if step % 64 == 0 and (
                         step % flush_every == 0 or time.monotonic() - last_flush >= hooks.flush_seconds
                     ):
+                        self.score_pending(hooks)
                         hooks.flush(hist, self.counts)
                         last_flush = time.monotonic()
                 if not self._n_active:
@@ -225,6 +272,8 @@ class Trainer:
                             self.converged[r] = True
                             self._stop(int(r), FINISHED, step, step)
                     prev_last = last.copy()
+                if self.eval_every and (epoch + 1) % self.eval_every == 0:
+                    self._evaluate(hooks, epoch + 1)
                 if epoch_end:
                     hooks.epoch_end(epoch, self.counts, active)
                 if not self._n_active:
@@ -234,6 +283,7 @@ class Trainer:
         buf.value[...] = self.final
         buf.state[...] = self.final_state
         counts = self.counts
+        self.score_pending(hooks)
         hooks.flush(hist, counts)
         hist = hist[:, : int(counts.max(initial=0))]
         for r, count in enumerate(counts.tolist()):
@@ -254,20 +304,75 @@ PREDICT_CHUNK = 2048
 """Samples per forward pass in :func:`predict` (a convolution's gathered windows grow with the batch)."""
 
 
-def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
-    ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
+def forward_eval(model: Sequential, x: np.ndarray) -> np.ndarray:
+    """Outputs ``(R, N, O)`` of every replica for shared inputs ``x`` of shape ``(N, *in_shape)``, in eval mode
+    (``train=False``: dropout off, batch norm on its running statistics)."""
     assert model.buffer is not None
     x = np.asarray(x, dtype=model.buffer.dtype)
     with np.errstate(all="ignore"):
         if len(x) <= PREDICT_CHUNK:
-            out = model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
-        else:  # eval mode treats samples independently: chunks bound the memory of image layers' windows
-            chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
-            out = np.concatenate(
-                [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1
-            )
+            return model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
+        # eval mode treats samples independently: chunks bound the memory of image layers' windows
+        chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
+        return np.concatenate(
+            [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1)
+
+
+def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
+    ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
+    out = forward_eval(model, x)
+    with np.errstate(all="ignore"):
         return out, loss.predict(out)
+
+
+class SplitEvaluator:
+    """Loss and each metric on every split of a dataset (train, validation when there is one, test) for all
+    replicas at once: calling it gives ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ..., "test": ...}``.
+
+    Evaluation may run every epoch, so it is built for that; the inputs are cast (and joined) once, here.
+    Calling it — the end-of-training evaluation — forwards each split on its own (:meth:`exact_outputs`: the
+    same calls as :func:`evaluate`, so the final values are bit for bit a one-off evaluation's).  The per-epoch
+    evaluations take :meth:`outputs`, one forward pass over the joined splits (eval mode treats samples
+    independently; a layer whose kernels round differently for another batch size, such as a convolution,
+    may differ in the last bit).  :meth:`score` turns the outputs of *several* evaluations into their losses
+    and metrics with one call of the loss and of each metric per split: the evaluations are stacked on the
+    replica axis, along which nothing mixes, so each row's numbers are those of evaluating it alone (the
+    trainer buffers the outputs of the epochs between two flushes and scores them together)."""
+
+    def __init__(self, model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> None:
+        assert model.buffer is not None
+        self.model, self.loss, self.metrics = model, loss, metrics
+        splits = data.splits()
+        self.xs = [np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()]
+        self.x = np.concatenate(self.xs)
+        bounds = np.cumsum([0, *(len(x) for x in self.xs)]).tolist()
+        self.sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
+
+    def outputs(self) -> np.ndarray:
+        """The model's outputs on every split's inputs, joined on the sample axis: ``(R, N_total, ...)``, from
+        one forward pass (fast: the per-epoch evaluations)."""
+        return forward_eval(self.model, self.x)
+
+    def exact_outputs(self) -> np.ndarray:
+        """:meth:`outputs` from a forward pass per split: exactly a one-off evaluation's numbers."""
+        return np.concatenate([forward_eval(self.model, x) for x in self.xs], axis=1)
+
+    def score(self, outputs: Sequence[np.ndarray]) -> Evaluation:
+        """The losses and metrics of evaluations ``outputs`` (each from :meth:`outputs`): every value array
+        holds the rows of the first evaluation, then of the second...: ``(len(outputs) × R,)``."""
+        out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        with np.errstate(all="ignore"):
+            pred = self.loss.predict(out)
+        return {split: scores(self.loss, out[:, a:b], pred[:, a:b], y, self.metrics) for split, a, b, y in self.sets}
+
+    def __call__(self) -> Evaluation:
+        return self.score([self.exact_outputs()])
+
+
+def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> SplitEvaluator:
+    """The :class:`SplitEvaluator` of ``model`` on ``data``."""
+    return SplitEvaluator(model, loss, data, metrics)
 
 
 def evaluate(
@@ -275,7 +380,13 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """Loss and each metric on ``(x, y)``, one value per replica."""
     out, pred = predict(model, loss, x)
-    r = model.replicas
+    return scores(loss, out, pred, y, metrics)
+
+
+def scores(loss: Loss, out: np.ndarray, pred: np.ndarray, y: np.ndarray,
+           metrics: dict[str, object]) -> dict[str, np.ndarray]:
+    """Loss and each metric from a forward pass's outputs ``(R, N, ...)`` and predictions, one per row."""
+    r = out.shape[0]
     target = y if y.dtype.kind in "iu" else np.asarray(y, dtype=out.dtype)
     with np.errstate(all="ignore"):
         result = {"loss": np.asarray(loss.forward(out, np.broadcast_to(target, (r, *target.shape))), float)}
