@@ -31,6 +31,11 @@ def _numbers(key: str, values: list[str] | None, integer: bool, ranges: bool = F
     return out
 
 
+def _number(key: str, raw: str | None, integer: bool) -> Any:
+    """One numeric flag (None when not given), parsed as :func:`_numbers` does."""
+    return None if raw is None else (_numbers(key, [raw], integer) or [None])[0]
+
+
 def _data_seed(raw: str | None) -> int | str | None:
     """``--data-seed``: ``run`` or an integer (checked further by the spec)."""
     if raw is None or raw == "run":
@@ -95,6 +100,12 @@ def run(
         "unless the dataset spec says otherwise), the same data for every run seed, so seeds are paired. "
         "An integer draws every run's data with it; 'run' resamples the data with each run's seed (seeds then "
         "train one by one).")] = None,
+    val_split: Annotated[str | None, typer.Option(
+        "--val-split", metavar="F", help="Hold out this fraction of the training data as validation (0 <= F < 1; "
+        "drawn once per experiment, the same for every configuration and seed; default 0: no validation).")] = None,
+    eval_every: Annotated[str | None, typer.Option(
+        "--eval-every", metavar="N", help="Every N epochs, evaluate loss and metrics on validation, test and "
+        "training data and store them as histories by epoch (default 0: only at the end).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (runs are added to it).")] = None,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
@@ -128,7 +139,7 @@ def run(
         grid = {"FILE": file, "--opt": opt, "--seeds": seeds, "--seed": seed, "--lr": lr, "--epochs": epochs,
                 "--batch-size": batch_size, "--model": model, "--loss": loss, "--dataset": dataset,
                 "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--name": name,
-                "--data-seed": data_seed}
+                "--data-seed": data_seed, "--val-split": val_split, "--eval-every": eval_every}
         given = [flag for flag, value in grid.items() if value not in (None, [])]
         if given:
             fail(f"--resume runs the stored configurations again; it cannot be combined with {', '.join(given)}")
@@ -146,11 +157,13 @@ def run(
         "loss": loss or None,
         "dataset": dataset or None,
         "schedule": schedule or None,
-        "tol": (_numbers("tol", [tol], integer=False) or [None])[0] if tol is not None else None,
+        "tol": _number("tol", tol, integer=False),
         "shuffle": shuffle,
         "dtype": dtype,
         "name": name,
         "data_seed": _data_seed(data_seed),
+        "val_split": _number("val_split", val_split, integer=False),
+        "eval_every": _number("eval_every", eval_every, integer=True),
     }
     values = {k: v for k, v in values.items() if v is not None}
     from expsvc.runner.plan import execute, from_spec

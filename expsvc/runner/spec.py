@@ -35,13 +35,19 @@ DEFAULTS: dict[str, Any] = {
     "shuffle": False,
     "dtype": "float64",
     "data_seed": None,
+    "val_split": 0.0,
+    "eval_every": 0,
 }
 """The seed experiment: Mini-BGD vs AdamW on ``points``, 2-5-3-1 tanh, BCE-with-logits, batch 50, each
 optimizer's own default learning rate (1e-3 for the built-ins; ``lr`` None: the optimizer's default).
 
 ``data_seed`` None keeps each dataset's own ``seed`` argument (default 0): every run sees the same data and
 its seed changes only the initial weights and the batch order (paired comparisons); an integer draws every
-run's data with that seed; ``"run"`` draws each run's data with the run's own seed."""
+run's data with that seed; ``"run"`` draws each run's data with the run's own seed.
+
+``val_split`` F in [0, 1) holds out that fraction of the training data as validation (its own fixed stream,
+the same for every configuration and seed; 0: no validation, today's data exactly); ``eval_every`` N > 0
+evaluates loss and metrics on validation, test and training data every N epochs (0: only at the end)."""
 
 GRID_KEYS = ("dataset", "model", "loss", "optimizer", "lr", "epochs", "batch_size", "schedule")
 """Keys that may hold a list of values; the runs are their product."""
@@ -79,6 +85,11 @@ def _number(key: str, value: Any, *, integer: bool, positive: bool, allow_zero: 
         raise _fail(key, value, f"at most {maximum:,}{what}")
     return value
 
+
+OPTIONAL_KEYS: dict[str, Any] = {"data_seed": None, "val_split": 0.0, "eval_every": 0}
+"""Run options added after runs were first stored, with their "off" value: left out of the stored config
+(and so of the group key) when off, so older runs and runs that do not use them compare as before."""
+MAX_EVAL_EVERY = 1_000_000
 
 SpecText = ComponentSpec | tuple[ComponentSpec, ...]
 SPEC_KEYS = ("dataset", "model", "loss", "optimizer", "schedule")
@@ -126,12 +137,16 @@ class RunConfig:
     shuffle: bool
     dtype: str
     data_seed: int | str | None = None  # see DEFAULTS; None is left out of as_dict (group keys stay as they were)
+    val_split: float = 0.0  # see DEFAULTS; 0 is left out of as_dict (stored configs and group keys unchanged)
+    eval_every: int = 0  # see DEFAULTS; 0 is left out of as_dict
 
     def as_dict(self) -> dict[str, Any]:
-        """The stored form: every spec as text."""
+        """The stored form: every spec as text; keys at their "off" value (added later) are left out, so a
+        run that does not use them keeps the stored config and group key it had before they existed."""
         out = {k: spec_text(v) if k in SPEC_KEYS else v for k, v in self.__dict__.items()}
-        if out["data_seed"] is None:
-            del out["data_seed"]
+        for key, off in OPTIONAL_KEYS.items():
+            if out[key] == off:
+                del out[key]
         return out
 
     def text(self, key: str) -> str:
@@ -182,6 +197,8 @@ class ExperimentSpec:
     shuffle: bool = False
     dtype: str = "float64"
     data_seed: int | str | None = None
+    val_split: float = 0.0
+    eval_every: int = 0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "spec") -> ExperimentSpec:
@@ -283,6 +300,11 @@ class ExperimentSpec:
                 if "seed" in spec.kwargs:
                     raise SpecValidationError(f"data_seed: dataset {str(spec)!r} sets its own seed; give the seed in "
                                               f"one place (drop seed= from the dataset, or drop data_seed)")
+        val_split = float(_number("val_split", v["val_split"], integer=False, positive=True, allow_zero=True))
+        if not val_split < 1:
+            raise _fail("val_split", v["val_split"], "a fraction from 0 (no validation) to below 1")
+        eval_every = int(_number("eval_every", v["eval_every"], integer=True, positive=True, allow_zero=True,
+                                 maximum=MAX_EVAL_EVERY, what=" epochs"))
         runs = math.prod(len(grid[k]) for k in GRID_KEYS) * len(seed_list)
         if runs > MAX_RUNS:
             sizes = " x ".join(f"{len(grid[k])} {k}" for k in GRID_KEYS if len(grid[k]) > 1)
@@ -290,7 +312,8 @@ class ExperimentSpec:
                                       f"{len(seed_list):,} seeds); at most {MAX_RUNS:,} runs are allowed")
         return cls(
             name=v["name"], description=v["description"], grid=grid, seeds=seed_list,
-            tol=tol, shuffle=v["shuffle"], dtype=v["dtype"], data_seed=data_seed,
+            tol=tol, shuffle=v["shuffle"], dtype=v["dtype"], data_seed=data_seed, val_split=val_split,
+            eval_every=eval_every,
         )
 
     def configs(self) -> list[RunConfig]:
@@ -305,7 +328,8 @@ class ExperimentSpec:
                 dataset=values["dataset"], model=values["model"], loss=values["loss"],
                 optimizer=optimizer, lr=lr, epochs=values["epochs"],
                 batch_size=values["batch_size"], schedule=values["schedule"], tol=self.tol,
-                shuffle=self.shuffle, dtype=self.dtype, data_seed=self.data_seed,
+                shuffle=self.shuffle, dtype=self.dtype, data_seed=self.data_seed, val_split=self.val_split,
+                eval_every=self.eval_every,
             ))
         return list(dict.fromkeys(out))
 
