@@ -86,6 +86,9 @@ def create_study(store: RunStore, name: str, spec: dict[str, Any], rule: str) ->
         if conn.execute(sa.select(_studies.c.id).where(_studies.c.name == name)).first() is not None:
             raise StoreError(f"a study named {name!r} exists already; resume it with --resume {name} or choose "
                              f"another --name")
+        for role in ("tuning", "confirmation"):
+            if conn.execute(sa.select(_exp.c.id).where(_exp.c.name == f"{name}-{role}")).first() is not None:
+                raise StoreError(f"an experiment named {name}-{role!s} exists already; choose another study --name")
         conn.execute(_studies.insert().values(name=name, created_at=utcnow(), status="tuning", spec=spec,
                                               rule=rule))
 
