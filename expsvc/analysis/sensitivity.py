@@ -31,10 +31,13 @@ class Row:
     chosen: bool
 
     def to_dict(self) -> dict[str, Any]:
-        clean = (lambda v: None if isinstance(v, float) and not math.isfinite(v) else v)
-        return {"optimizer": self.optimizer, "settings": self.settings, "mean": clean(self.mean),
-                "ci": clean(self.ci), "n": self.n, "expected": self.expected, "lost": self.lost,
+        return {"optimizer": self.optimizer, "settings": self.settings, "mean": _finite(self.mean),
+                "ci": _finite(self.ci), "n": self.n, "expected": self.expected, "lost": self.lost,
                 "chosen": self.chosen}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
 
 
 def rows(selection: Any) -> list[Row]:
@@ -109,7 +112,7 @@ def plot(selection: Any, out: str | Path, metric_label: str, *, title: str | Non
         ax.set_xlabel("learning rate")
         better = "lower is better" if lower_is_better else "higher is better"
         ax.set_ylabel(f"{metric_label} (validation; {better})")
-        ax.set_title(title or f"learning-rate sensitivity: mean ± 95 % t over tuning seeds", fontsize=10)
+        ax.set_title(title or "learning-rate sensitivity: mean ± 95 % t over tuning seeds", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from expsvc.cli.common import DbOption, ForceOption, WideOption, check_outputs, fail, output_width
-from expsvc.cli.run import _data_seed, _execute, _number, _numbers, _summary
+from expsvc.cli.run import _data_seed, _execute, _number, _numbers
 
 
 def tune(
@@ -131,6 +131,8 @@ def _run_study(spec: Any, db: str | None, jobs: int | None, quiet: bool, wide: b
         if resuming:
             store = RunStore.open(db, create=False)
             try:
+                for role in ("tuning", "confirmation"):  # an interruption may have come before the link
+                    stored.link(store, spec.name, role, f"{spec.name}-{role}")
                 record = stored.get_study(store, spec.name)
             finally:
                 store.close()
@@ -206,8 +208,9 @@ def _phase(plan: Any, runner: Any, quiet: bool, name: str, role: str, db: str | 
             stored.link(store, name, role, f"{name}-{role}")
         finally:
             store.close()
-    if not quiet:
-        _summary(result, False)
+    if not quiet:  # no per-phase table: the tuning runs' test metrics are not shown before the answer
+        typer.echo(f"{role}: {sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
+                   + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())), err=True)
 
 
 def _select(store: Any, spec: Any, record: Any) -> Any:
