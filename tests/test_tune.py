@@ -99,6 +99,41 @@ def test_compare_plot_and_export_accept_the_study(study: tuple[str, Any], tmp_pa
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_the_report_of_a_study_marks_each_chosen_value(study: tuple[str, Any], tmp_path: Path) -> None:
+    """``report --study``: the confirmation's answer (test data), the tuning's sensitivity on the selection
+    metric with each optimizer's chosen lr marked, the rule; the UI lists the study and serves the same page."""
+    import json
+    import re
+
+    from expsvc.report import server
+
+    url, _ = study
+    out = tmp_path / "s.html"
+    res = CliRunner().invoke(build_app(), ["report", "--study", "s", "--db", url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    record = _stored(url, "s")
+    assert data["experiment"] == "s-confirmation" and data["study"]["rule"] == record.rule
+    view = data["sensitivity"]["views"][0]
+    assert data["sensitivity"]["metric"] == "min(val_loss)" and view["param"] == "lr"
+    chosen = {o["optimizer"]: o["chosen"] for o in view["optimizers"]}
+    assert chosen == {c["optimizer"]: c["settings"]["lr"] for c in record.selection["choices"].values()}
+    assert all(o["n"] == [2, 2, 2] for o in view["optimizers"])  # the tuning runs: 2 seeds per grid value
+    refused = CliRunner().invoke(build_app(), ["report", "--study", "s", "-e", "x", "--db", url, "--out",
+                                               str(tmp_path / "no.html")])
+    assert refused.exit_code == 2 and not (tmp_path / "no.html").exists()
+    store = server.open_read_only(url)
+    try:
+        listing = server.list_page(store)
+        assert 'id="studies"' in listing and "/experiment?study=s" in listing
+        served = server.report_page(store, {"study": ["s"]}, 5)
+        assert json.loads(re.search(r'id="report-data">(.*?)</script>', served, re.S).group(1))[  # type: ignore[union-attr]
+            "study"]["choices"] == data["study"]["choices"]
+    finally:
+        store.close()
+
+
 def _labelled(path: Path, flip_test: bool) -> str:
     """An NPZ two-blob problem; with ``flip_test`` every test-set label (found by the dataset's own split) is
     flipped, training and validation rows untouched."""
