@@ -645,13 +645,14 @@ class _DatasetCheck:
 
     @staticmethod
     def _arrays(data: Any) -> list[np.ndarray]:
-        return [data.x_train, data.y_train, data.x_test, data.y_test]
+        return [data.x_train, data.y_train, data.x_test, data.y_test,
+                *((data.x_val, data.y_val) if data.has_validation else ())]
 
     def split(self) -> None:
         self._load(self.subject.make())
 
     def determinism(self) -> None:
-        names = ["x_train", "y_train", "x_test", "y_test"]
+        names = ["x_train", "y_train", "x_test", "y_test", "x_val", "y_val"]
         dataset = self.subject.make()
         a = self._arrays(self._load(dataset))
         b = self._arrays(self._load(self.subject.make()))

@@ -449,10 +449,12 @@ class FileDataset(Dataset):
       their shape (a model starts with ``conv2d``, or ``flatten`` before ``linear``).
 
     ``target`` names the target column/array (a list of names for several regression targets); by default
-    ``y`` if there is one, else the last column.  All other columns are the inputs.  ``test_fraction`` of
-    the rows (at least one) go to the test set.  ``task`` is inferred unless given: values all 0/1 ->
-    ``binary``; integers with at most 20 distinct values -> ``multiclass`` (class ``k`` is the ``k``-th
-    smallest distinct value, i.e. labels 0..C−1 stay as they are); otherwise ``regression``.  Problems
+    ``y`` if there is one, else the last column.  All other columns are the inputs.  An NPZ with ``x`` may
+    carry its own validation set as arrays ``x_val`` and ``<target>_val`` (``y_val``): they are kept out of
+    the train/test split and become the validation set (``--val-split`` then cannot hold out another).
+    ``test_fraction`` of the rows (at least one) go to the test set.  ``task`` is inferred unless given:
+    values all 0/1 -> ``binary``; integers with at most 20 distinct values -> ``multiclass`` (class ``k`` is
+    the ``k``-th smallest distinct value, i.e. labels 0..C−1 stay as they are); otherwise ``regression``.  Problems
     with the file raise :class:`~expsvc.errors.ExpsvcError` with a one-line message.
     """
 
@@ -489,6 +491,7 @@ class FileDataset(Dataset):
         self.task_arg = task
         if task is not None:
             self.task = task  # type: ignore[misc]  # per instance: given, or inferred by load()
+        self._n_val = 0  # rows of the file's own validation set (set by load)
         self.columns: list[str] = []
         """Input column names, known after :meth:`load` (``x0, x1, ...`` for an NPZ ``x`` array)."""
         self.labels: np.ndarray | None = None
@@ -629,15 +632,41 @@ class FileDataset(Dataset):
         y = np.stack([arrays[t] for t in targets], axis=1).astype(np.float64)
         return x, y, inputs, targets
 
+    def _validation(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """An NPZ's ``x_val``/``<target>_val`` arrays appended to ``x``/target (their row count returned, 0
+        without them), so they are read, checked and encoded as the other rows are; :meth:`load` splits them
+        off again.  Either without the other is refused."""
+        target = self.target if isinstance(self.target, str) else "y"
+        keys = ("x_val", f"{target}_val")
+        if not any(k in arrays for k in keys):
+            return arrays, 0
+        missing = [k for k in keys if k not in arrays]
+        if missing or "x" not in arrays or not isinstance(self.target, str | None):
+            raise self._fail(f"a validation set needs arrays 'x', 'x_val', {target!r} and {keys[1]!r} "
+                             f"(one target); {', '.join(map(repr, missing)) or 'x'} missing")
+        rest = {k: v for k, v in arrays.items() if k not in keys}
+        out = dict(rest)
+        for name, val in (("x", arrays["x_val"]), (target, arrays[keys[1]])):
+            if name not in rest:
+                raise self._fail(f"array {keys[1]!r} has no training counterpart {name!r}")
+            a = rest[name]
+            if val.ndim != a.ndim or val.shape[1:] != a.shape[1:]:
+                raise self._fail(f"array {name + '_val'!r} has shape {val.shape}; expected (N, *{a.shape[1:]}) "
+                                 f"like {name!r}")
+            out[name] = np.concatenate([a, val])
+        return out, int(arrays["x_val"].shape[0])
+
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-        """Inputs ``(N, F)`` and targets ``(N, D)`` as float64, with the input and target names."""
+        """Inputs ``(N, F)`` and targets ``(N, D)`` as float64, with the input and target names (an NPZ's own
+        validation rows last, their count in ``self._n_val``)."""
         problem = path_problem(self.path)
         if problem is not None:
             raise self._fail("no such file" if problem == "does not exist" else problem)
+        self._n_val = 0
         if Path(self.path).suffix.lower() == ".csv":
             x, y, inputs, targets = self._csv_arrays()
         else:
-            arrays = self._read_npz()
+            arrays, self._n_val = self._validation(self._read_npz())
             x, y, inputs, targets = self._npz_xy_arrays(arrays) if "x" in arrays else self._npz_column_arrays(arrays)
         if x.shape[0] == 0:
             raise self._fail("the file has no data rows")
@@ -681,7 +710,9 @@ class FileDataset(Dataset):
         task = self.task_arg or self._infer_task(y)
         self.task = task  # type: ignore[misc]
         y, classes = self._targets_for(task, y, targets)
-        n = x.shape[0]
+        n = x.shape[0] - self._n_val
+        x_val, y_val = (x[n:], y[n:]) if self._n_val else (None, None)
+        x, y = x[:n], y[:n]
         n_test = max(1, round(self.test_fraction * n))
         if n - n_test < 1:
             raise self._fail(
@@ -690,7 +721,7 @@ class FileDataset(Dataset):
             )
         order = np.random.default_rng(self.seed).permutation(n)
         test, train = order[:n_test], order[n_test:]
-        return DataSplit(x[train], y[train], x[test], y[test], task, classes)
+        return DataSplit(x[train], y[train], x[test], y[test], task, classes, x_val, y_val)
 
     def __repr__(self) -> str:
         return (

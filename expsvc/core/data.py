@@ -16,7 +16,10 @@ MAX_SEED = 2**63 - 1
 class DataSplit:
     """Arrays of one dataset.  ``x_*`` is ``(N, F)`` (or ``(N, C, H, W)`` for images: ``(N, *input_shape)``);
     ``y_*`` is ``(N, 1)`` float for binary tasks,
-    ``(N,)`` int for multiclass, ``(N, D)`` float for regression."""
+    ``(N,)`` int for multiclass, ``(N, D)`` float for regression.
+
+    ``x_val``/``y_val`` are the validation set, or None: a dataset may give its own (``file(...)``'s
+    ``x_val``/``y_val`` arrays), or :func:`hold_out` draws one from the training rows (``--val-split``)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -24,6 +27,20 @@ class DataSplit:
     y_test: np.ndarray
     task: str
     classes: int | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None and self.y_val is not None
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"train": (x, y), "val": ..., "test": ...}`` (``val`` only when there is a validation set)."""
+        out = {"train": (self.x_train, self.y_train)}
+        if self.x_val is not None and self.y_val is not None:
+            out["val"] = (self.x_val, self.y_val)
+        out["test"] = (self.x_test, self.y_test)
+        return out
 
     @property
     def features(self) -> int:
@@ -84,7 +101,10 @@ def split_problem(data: object) -> str | None:
     """
     if not isinstance(data, DataSplit):
         return f"returned {'None' if data is None else type(data).__name__}, not a DataSplit"
-    for name in ("x_train", "y_train", "x_test", "y_test"):
+    if (data.x_val is None) != (data.y_val is None):
+        return "returned only one of x_val and y_val; a validation set needs both (or neither)"
+    names = ("x_train", "y_train", "x_test", "y_test") + (("x_val", "y_val") if data.has_validation else ())
+    for name in names:
         value = getattr(data, name)
         if not isinstance(value, np.ndarray):
             return f"returned {name} of type {type(value).__name__}, not a numpy array"
@@ -94,13 +114,43 @@ def split_problem(data: object) -> str | None:
             return f"returned {name} of shape {value.shape}; every split needs at least one row"
     if data.x_train.ndim < 2 or data.x_train.shape[1:] != data.x_test.shape[1:] or 0 in data.x_train.shape:
         return f"returned inputs of shapes {data.x_train.shape} and {data.x_test.shape}; expected (N, F) for both"
-    for split in ("train", "test"):
+    if data.x_val is not None and data.x_val.shape[1:] != data.x_train.shape[1:]:
+        return f"returned x_val of shape {data.x_val.shape}; expected the training inputs' {data.x_train.shape[1:]}"
+    for split in ("train", "val", "test") if data.has_validation else ("train", "test"):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         if len(x) != len(y):
             return f"returned {len(x)} {split} inputs but {len(y)} targets"
     if data.task not in TASKS:
         return f"returned task {data.task!r}; expected one of {', '.join(TASKS)}"
     return None
+
+
+def hold_out(data: DataSplit, fraction: float, seed: int) -> DataSplit:
+    """``data`` with ``round(fraction × N)`` of its N training rows moved to a validation set.
+
+    The rows are drawn from the validation stream of ``seed`` (the dataset's seed,
+    :func:`~expsvc.core.rng.validation_stream`): never from a run seed, so every configuration and seed of an
+    experiment holds out the same rows, and re-runs too.  Both parts keep the rows' original order; the
+    test set is untouched.  ``fraction`` 0 returns ``data`` itself (the arrays, not copies).  Raises
+    ``ValueError`` (one line) if the split would leave the validation or the training set empty, or if the
+    dataset already has its own validation set."""
+    if fraction == 0:
+        return data
+    from expsvc.core.rng import validation_stream
+
+    if data.has_validation:
+        raise ValueError(f"the dataset has its own validation set ({len(data.x_val)} rows); "  # type: ignore[arg-type]
+                         f"val_split {fraction:g} would hold out a second one: drop val_split")
+    n = len(data.x_train)
+    n_val = round(fraction * n)
+    if not 0 < n_val < n:
+        empty = "validation" if n_val == 0 else "training"
+        raise ValueError(f"val_split {fraction:g} of {n} training rows leaves the {empty} set empty; "
+                         f"expected a fraction holding out from 1 to {n - 1} rows")
+    held = np.zeros(n, dtype=bool)
+    held[validation_stream(seed).permutation(n)[:n_val]] = True
+    return DataSplit(data.x_train[~held], data.y_train[~held], data.x_test, data.y_test, data.task, data.classes,
+                     data.x_train[held], data.y_train[held])
 
 
 def batch_indices(

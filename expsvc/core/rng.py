@@ -30,6 +30,17 @@ OPTIMIZER_KEY = 3
 """The run seed's child the optimizer's training-time stream comes from (a sibling of the layers' root)."""
 
 
+VALIDATION_DOMAIN = 0x76616C69
+"""Spawn key of the stream that draws the held-out validation rows (``--val-split``) from a dataset's seed:
+separate from the run domain (no run seed ever touches it) and from the dataset's own ``default_rng(seed)``."""
+
+
+def validation_stream(seed: int) -> np.random.Generator:
+    """The generator that picks the validation rows of a dataset with ``seed``: the same for every run seed,
+    configuration and re-run (optimizers are compared on identical data)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(VALIDATION_DOMAIN,)))
+
+
 def replica_streams(seeds: Sequence[int]) -> tuple[list[np.random.Generator], list[np.random.Generator]]:
     """For each seed, two independent generators spawned from ``SeedSequence(seed)`` (in the run domain): one
     for parameter initialisation, one for batch order.  A replica's numbers depend on its own seed only, so

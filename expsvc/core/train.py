@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,9 @@ from expsvc.core.optim import Optimizer, PointSchedules, Scheduler
 
 HISTORY_START = 4096
 """Steps the per-step loss history holds at first (it grows as epochs start)."""
+
+Evaluation = dict[str, dict[str, np.ndarray]]
+"""Split (``train``, ``val``, ``test``) → metric (``loss``, ``accuracy``...) → one value per replica."""
 
 FINISHED = "finished"
 DIVERGED = "diverged"
@@ -46,6 +49,12 @@ class TrainHooks:
 
     def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
         """Called after every epoch (progress reporting)."""
+
+    def evaluated(self, epoch: int, values: Evaluation, rows: np.ndarray, seconds: float) -> None:
+        """Called after each ``eval_every``-th epoch: ``values[split][metric][r]`` for the replicas
+        ``rows`` (a boolean mask: those whose parameters are their own at this epoch, i.e. still training or
+        stopped by ``tol`` in it); ``epoch`` counts epochs done (1 after the first); ``seconds`` since the
+        start of training, before evaluating."""
 
 
 @dataclass
@@ -82,8 +91,12 @@ class Trainer:
         tol: float = 0.0,
         shuffle: bool = False,
         scheduler: Scheduler | None = None,
+        eval_every: int = 0,
+        evaluator: Callable[[], Evaluation] | None = None,
     ) -> None:
         assert model.buffer is not None, "build the model first"
+        self.eval_every = int(eval_every) if evaluator is not None else 0
+        self.evaluator = evaluator
         self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
         self.data = data
         self.order_rngs = list(order_rngs)
@@ -139,6 +152,16 @@ class Trainer:
         self.seconds[r] = time.perf_counter() - self._started
         self.final[r] = self.model.buffer.value[r]  # type: ignore[union-attr]
         self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
+
+    def _evaluate(self, hooks: TrainHooks, done: int) -> None:
+        """Evaluate every replica at once (eval mode) and hand the rows whose parameters are their own now —
+        still training, or stopped by ``tol`` this epoch (a diverged replica's snapshot is not the live
+        buffer) — to ``hooks.evaluated``."""
+        rows = self.active | (self.converged & (self.epochs_run == done))
+        if rows.any():
+            seconds = time.perf_counter() - self._started
+            assert self.evaluator is not None
+            hooks.evaluated(done, self.evaluator(), rows, seconds)
 
     def _grow(self, needed: int) -> np.ndarray:
         """Enlarge the history to hold ``needed`` steps (at least doubling, at most every step of the run)."""
@@ -225,6 +248,8 @@ class Trainer:
                             self.converged[r] = True
                             self._stop(int(r), FINISHED, step, step)
                     prev_last = last.copy()
+                if self.eval_every and (epoch + 1) % self.eval_every == 0:
+                    self._evaluate(hooks, epoch + 1)
                 if epoch_end:
                     hooks.epoch_end(epoch, self.counts, active)
                 if not self._n_active:
@@ -268,6 +293,21 @@ def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, n
                 [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1
             )
         return out, loss.predict(out)
+
+
+def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]
+                    ) -> Callable[[], Evaluation]:
+    """A function evaluating the loss and each metric on every split of ``data`` (train, validation when
+    there is one, test) for all replicas at once: ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ...}``.  The
+    inputs are cast to the model's dtype once, here (evaluation may run every epoch)."""
+    assert model.buffer is not None
+    dtype = model.buffer.dtype
+    sets = [(split, np.ascontiguousarray(x, dtype=dtype), y) for split, (x, y) in data.splits().items()]
+
+    def run() -> Evaluation:
+        return {split: evaluate(model, loss, x, y, metrics) for split, x, y in sets}
+
+    return run
 
 
 def evaluate(

@@ -80,7 +80,8 @@ def training_bytes(shapes: ModelShapes, data: DataSplit, replicas: int, dtype: s
     params = replicas * shapes.params * item * PARAM_COPIES
     activations = replicas * rows * (features + sum(shapes.widths)) * item * ACTIVATION_COPIES
     batches = replicas * n_train * (features + targets) * item
-    data_bytes = sum(a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
+    data_bytes = sum(a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test, data.x_val, data.y_val)
+                     if a is not None)
     return params + activations + batches + data_bytes
 
 

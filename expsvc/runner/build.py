@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from expsvc.core import Dataset, DataSplit, Loss, Optimizer, Scheduler, Sequential, ShapeError, replica_streams
-from expsvc.core.data import split_problem
+from expsvc.core.data import hold_out, split_problem
 from expsvc.core.layer import fmt_shape
 from expsvc.core.optim import PointOptimizers, PointSchedules
 from expsvc.core.rng import component_roots
@@ -129,8 +129,11 @@ def _make(system: PluginSystem, kinds: str | tuple[str, ...], spec: ComponentSpe
     return instantiate(reg, spec, what)
 
 
-def load_dataset(system: PluginSystem, spec: ComponentSpec) -> tuple[DataSplit, Registration, ComponentSpec]:
-    """Instantiate and load a dataset, turning its failures into one-line errors."""
+def load_dataset(system: PluginSystem, spec: ComponentSpec,
+                 val_split: float = 0.0) -> tuple[DataSplit, Registration, ComponentSpec]:
+    """Instantiate and load a dataset, turning its failures into one-line errors; ``val_split`` > 0 holds out
+    that fraction of its training rows as validation (:func:`~expsvc.core.data.hold_out`, drawn from the
+    dataset's seed, never a run's)."""
     text = str(spec)
     reg = system.registry.resolve("dataset", spec.name)
     dataset: Dataset = instantiate(reg, spec, "dataset")
@@ -143,6 +146,10 @@ def load_dataset(system: PluginSystem, spec: ComponentSpec) -> tuple[DataSplit, 
     problem = split_problem(data)
     if problem is not None:
         raise PluginFailure(f"dataset {text!r} (plugin {reg.plugin!r}): load() {problem}")
+    try:
+        data = hold_out(data, val_split, getattr(dataset, "seed", 0))
+    except ValueError as err:
+        raise ExpsvcError(f"dataset {text!r}: {err}") from None
     return data, reg, spec
 
 
@@ -174,7 +181,7 @@ def build(system: PluginSystem, config: RunConfig, seeds: Sequence[int],
     data_reg = None
     dataset = dataset_for(config, seeds[0])
     if data is None:
-        data, data_reg, data_spec = load_dataset(system, dataset)
+        data, data_reg, data_spec = load_dataset(system, dataset, config.val_split)
         provenance.append((data_reg, data_spec))
     else:
         provenance.append((system.registry.resolve("dataset", dataset.name), dataset))

@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from expsvc.core import Trainer, TrainHooks, evaluate
+from expsvc.core import Trainer, TrainHooks, evaluate_splits
+from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
 from expsvc.registry import Part, blame, describe_exception
 from expsvc.runner.build import Components, build
 from expsvc.runner.spec import RunConfig
 from expsvc.store import history as _history  # noqa: F401  (loaded here, before workers fork, not in each)
+from expsvc.store.vocab import LOSS_KEY, SECONDS_KEY, eval_key
 
 Progress = Callable[[int, int, int], None]
 """``progress(group_index, epochs_done, active_replicas)``."""
@@ -91,12 +93,70 @@ def held_interrupts() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+@dataclass
+class _Evaluations:
+    """Evaluations (``--eval-every``) waiting to be written: per evaluation, each row's epoch and seconds, the
+    rows it holds (a mask) and the values by stored key.  Rows of one evaluation may carry different epochs
+    (the final evaluation: each replica at the epoch it stopped)."""
+
+    epochs: list[np.ndarray] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    values: list[dict[str, np.ndarray]] = field(default_factory=list)
+    done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per row, the last epoch evaluated (0: none yet)."""
+
+    def add(self, epochs: np.ndarray, rows: np.ndarray, seconds: np.ndarray, values: Evaluation) -> None:
+        keyed = {eval_key(split, name): np.asarray(v, dtype=np.float64)
+                 for split, metrics in values.items() for name, v in metrics.items()}
+        keyed[SECONDS_KEY] = np.asarray(seconds, dtype=np.float64)
+        self.epochs.append(np.asarray(epochs, dtype=np.int64))
+        self.rows.append(np.asarray(rows, dtype=bool))
+        self.values.append(keyed)
+        self.done = np.where(rows, epochs, self.done)
+
+    def chunks(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, int, np.ndarray]]]:
+        """The pending points as history chunks by key (a chunk per run of consecutive epochs), then empty."""
+        if not self.epochs:
+            return {}
+        epochs, rows = np.stack(self.epochs), np.stack(self.rows)  # (E, R)
+        out: dict[str, list[tuple[str, int, np.ndarray]]] = {}
+        for key in self.values[0]:
+            values = np.stack([v[key] for v in self.values])
+            for r, run_id in enumerate(run_ids):
+                eps, vals = epochs[rows[:, r], r], values[rows[:, r], r]
+                if not eps.size:
+                    continue
+                breaks = np.flatnonzero(np.diff(eps) != 1) + 1
+                for part_eps, part_vals in zip(np.split(eps, breaks), np.split(vals, breaks), strict=True):
+                    out.setdefault(key, []).append((run_id, int(part_eps[0]), part_vals))
+        self.epochs, self.rows, self.values = [], [], []
+        return out
+
+
 class StoreHooks(TrainHooks):
-    """Flush each replica's new loss values to the store; report progress per epoch."""
+    """Flush each replica's new loss values, and its evaluations, to the store; report progress per epoch."""
 
     def __init__(self, store: Any, task: GroupTask, progress: Progress | None) -> None:
         self.store, self.task, self.progress = store, task, progress
         self.written = np.zeros(len(task.run_ids), dtype=np.int64)
+        self.pending = _Evaluations(done=np.zeros(len(task.run_ids), dtype=np.int64))
+
+    def evaluated(self, epoch: int, values: Evaluation, rows: np.ndarray, seconds: float) -> None:
+        r = len(self.task.run_ids)
+        self.pending.add(np.full(r, epoch), rows, np.full(r, seconds), values)
+
+    def final_evaluation(self, epochs: np.ndarray, values: Evaluation, seconds: np.ndarray) -> None:
+        """The end-of-training evaluation as the last point of each run's evaluation histories, at the epoch the
+        run stopped (skipped where the periodic evaluation already holds that epoch)."""
+        self.pending.add(epochs, self.pending.done != epochs, seconds, values)
+        self.flush_evaluations()
+
+    def flush_evaluations(self) -> None:
+        by_key = self.pending.chunks(self.task.run_ids)
+        if by_key:
+            with held_interrupts(), self.store.batch():
+                for key, chunks in by_key.items():
+                    self.store.append_history(key, chunks)
 
     def flush(self, history: np.ndarray, counts: np.ndarray) -> None:
         chunks = [
@@ -106,8 +166,9 @@ class StoreHooks(TrainHooks):
         ]
         if chunks:
             with held_interrupts():
-                self.store.append_history("loss", chunks)
+                self.store.append_history(LOSS_KEY, chunks)
             self.written[:] = np.maximum(self.written, counts)
+        self.flush_evaluations()
 
     def epoch_end(self, epoch: int, counts: np.ndarray, active: np.ndarray) -> None:
         if self.progress is not None:
@@ -150,10 +211,11 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
         live = [*comps.model.layers, comps.loss, comps.optimizer, comps.scheduler, *comps.metrics.values()]
         parts = [(obj, reg, spec) for obj, (reg, spec) in zip(live, comps.provenance[1:], strict=False)]
         cfg = task.config
+        evaluator = evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)
         trainer = Trainer(
             comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs,
             epochs=cfg.epochs, batch_size=cfg.batch_size, tol=cfg.tol, shuffle=cfg.shuffle,
-            scheduler=comps.scheduler,
+            scheduler=comps.scheduler, eval_every=cfg.eval_every, evaluator=evaluator,
         )
         records = {c: _component_records(system, comps, c) for c in dict.fromkeys(rows)}
         with held_interrupts(), store.batch():  # one transaction for the group's start records
@@ -165,14 +227,15 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
                 store.set_components(run_id, records[row])
         hooks = StoreHooks(store, task, progress)
         result = trainer.run(hooks)
-        train = evaluate(comps.model, comps.loss, comps.data.x_train, comps.data.y_train, comps.metrics)
-        test = evaluate(comps.model, comps.loss, comps.data.x_test, comps.data.y_test, comps.metrics)
+        end = evaluator()  # every split, with each replica's final parameters (restored by the trainer)
         outcomes = []
         with held_interrupts(), store.batch():  # one transaction for every run's results
+            if cfg.eval_every:  # the final values end the evaluation histories (their summaries' "last")
+                hooks.final_evaluation(result.epochs, end, result.seconds)
             for r, (run_id, seed) in enumerate(zip(task.run_ids, task.seeds, strict=True)):
-                values = {f"train_{k}": float(v[r]) for k, v in train.items()}
-                values.update({f"test_{k}": float(v[r]) for k, v in test.items()})
-                store.log_values(run_id, values)
+                values = {eval_key(split, k): float(v[r]) for split, metrics in end.items() for k, v in metrics.items()}
+                if not cfg.eval_every:
+                    store.log_values(run_id, values)
                 store.save_params(run_id, {p.name: p.value[r] for p in comps.model.tensors()})
                 status = result.status[r]
                 count = int(result.counts[r])

@@ -261,7 +261,7 @@ def validate(plan: RunPlan, system: PluginSystem | None = None) -> RunPlan:
                 for c in plan.configs}
     plan.configs = list(dict.fromkeys(resolved.values()))
     plan.runs = [dataclasses.replace(r, config=resolved[r.config]) for r in plan.runs]
-    data: dict[ComponentSpec, DataSplit] = {}
+    data: dict[tuple[ComponentSpec, float], DataSplit] = {}
     seen: set[tuple[str, ComponentSpec]] = set()
     for config in plan.configs:
         for kind, what, spec in (("optimizer", "optimizer", config.optimizer.with_defaults(lr=config.lr)),
@@ -272,9 +272,9 @@ def validate(plan: RunPlan, system: PluginSystem | None = None) -> RunPlan:
         key = structure(config)
         if key in plan.max_rows:
             continue
-        dataset = dataset_for(config, plan.runs[0].seed if plan.runs else 0)
+        dataset = (dataset_for(config, plan.runs[0].seed if plan.runs else 0), config.val_split)
         if dataset not in data:
-            data[dataset] = load_dataset(system, dataset)[0]
+            data[dataset] = load_dataset(system, *dataset)[0]
         shapes = check(system, config, data[dataset])
         fit = None if shapes is None else replicas_within(shapes, data[dataset], config.dtype)
         plan.max_rows[key] = None if fit is None else max(1, fit // max(1, min(plan.jobs, len(plan.runs))))

@@ -60,6 +60,26 @@ SUMMARY_FIELDS = ("first", "last", "last_step", "min", "min_step", "max", "max_s
 STATS = ("first", "last", "min", "max", "mean")
 
 
+# ------------------------------------------------------------------------------------- evaluation keys
+#: the data splits a run is evaluated on, and the prefix of their metric keys (``val_loss``, ``test_accuracy``)
+EVAL_SPLITS = ("train", "val", "test")
+#: the per-step training loss history (the last minibatch's loss at every update)
+LOSS_KEY = "loss"
+#: wall seconds from the start of training at each evaluation (``--eval-every``), stored by epoch like the
+#: evaluation histories, so a target reached at an epoch has a time
+SECONDS_KEY = "eval_seconds"
+
+
+def eval_key(split: str, metric: str) -> str:
+    """The stored key of ``metric`` (``loss``, ``accuracy``...) evaluated on ``split``: ``val_accuracy``."""
+    return f"{split}_{metric}"
+
+
+def is_epoch_key(key: str) -> bool:
+    """Whether ``key``'s history is indexed by epoch (evaluation histories) rather than by update (``loss``)."""
+    return key == SECONDS_KEY or any(key.startswith(f"{split}_") for split in EVAL_SPLITS)
+
+
 # ---------------------------------------------------------------------------------- parameter encoding
 _INTEGER = re.compile(r"-?\d+")
 
