@@ -109,6 +109,11 @@ def plot(selection: Any, out: str | Path, metric_label: str, *, title: str | Non
                     ax.plot([r.settings.get("lr")], [r.mean], "*", color=color, ms=16, mec="black",
                             label=f"{name}: chosen lr={_value(r.settings.get('lr'))}")
         ax.set_xscale("log")
+        means = [r.mean for r in data if r.n and not r.lost]
+        if means and min(means) > 0:  # a loss: a log axis shows the differences near the optimum (an
+            ax.set_yscale("log", nonpositive="clip")  # interval reaching below 0 is clipped at the axis)
+            ax.set_ylim(min(means) / 1.5, max(r.mean + (r.ci if math.isfinite(r.ci) else 0) for r in data
+                                                if r.n and not r.lost) * 1.5)
         ax.set_xlabel("learning rate")
         better = "lower is better" if lower_is_better else "higher is better"
         ax.set_ylabel(f"{metric_label} (validation; {better})")

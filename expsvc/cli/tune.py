@@ -232,11 +232,11 @@ def _answer(store: Any, spec: Any, selection: Any, wide: bool, plot: str | None)
     metric = spec.metric
     typer.echo(f"study {spec.name!r}: learning-rate sensitivity on validation data "
                f"({len(spec.tune_seeds)} tuning seeds)")
-    typer.echo(sensitivity.table(selection, metric.spec, width=width))
+    typer.echo(sensitivity.table(selection, spec.select, width=width))
     typer.echo(_wrapped(f"selection rule: {selection.rule}", width))
     for c in selection.choices:
         settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.settings.items())
-        typer.echo(f"chosen: {c.optimizer}: {settings} ({metric.spec} {c.score:.4g})")
+        typer.echo(f"chosen: {c.optimizer}: {settings} ({spec.select} {c.score:.4g})")
     for w in selection.warnings:
         typer.echo(_wrapped(f"warning: {w}", width), err=True)
     exp = store.resolve_experiment(f"{spec.name}-confirmation")
@@ -247,7 +247,7 @@ def _answer(store: Any, spec: Any, selection: Any, wide: bool, plot: str | None)
     typer.echo(f"\nanswer: confirmation runs (seeds {spec.seeds[0]}..{spec.seeds[-1]}) on test data")
     typer.echo(render.compare_table(result, width=width))
     if plot:
-        info = sensitivity.plot(selection, plot, metric.spec, title=f"{spec.name}: learning-rate sensitivity "
+        info = sensitivity.plot(selection, plot, spec.select, title=f"{spec.name}: learning-rate sensitivity "
                                 f"({len(spec.tune_seeds)} tuning seeds, mean ± 95 % t)",
                                 lower_is_better=metric.lower_is_better)
         typer.echo(f"wrote {info.path} ({info.lines} optimizers, {info.points} points)", err=True)

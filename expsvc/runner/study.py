@@ -376,7 +376,7 @@ def select(spec: StudySpec, records: Sequence[Any]) -> Selection:
             if len(grid) > 1 and value in (grid[0], grid[-1]):
                 edge = "smallest" if value == grid[0] else "largest"
                 way = "downward" if edge == "smallest" else "upward"
-                warnings.append(f"{entry}: the chosen {key}={value:g} is the {edge} value of its grid; the best may "
+                warnings.append(f"{entry}: the chosen {key}={value:.3g} is the {edge} value of its grid; the best may "
                                 f"lie beyond it — extend the grid {way}")
         if len(ranked) > 1:
             second = ranked[1]
@@ -391,7 +391,7 @@ def select(spec: StudySpec, records: Sequence[Any]) -> Selection:
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in settings.items())
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in settings.items())
 
 
 def _bad_text(p: Point) -> str:
