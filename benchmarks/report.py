@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import reportpage
+from benchmarks import reportpage, tunestudy
 from benchmarks.timing import Stats, fmt, paired_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,6 +106,7 @@ def targets(sections: dict[str, Any]) -> list[Target]:
     out.append(_target("G2b", "torch eager sequential (45 runs, est.) wall time ÷ expsvc grid jobs=1",
                        ratio(grid.get("torch eager sequential (45 × one run, est.)"), g1), 40.0, True))
     out += reportpage.targets(sections.get("9_report", {}), _target)
+    out += tunestudy.targets(sections.get("11_tune", {}), _target)
     return out
 
 
@@ -260,6 +261,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         lines += [*_table(["", "seconds median [min–max]", "÷ one run"], _stats_rows(s8["stats"], "one run (R=1)")),
                   ""]
     lines += reportpage.markdown(sections.get("9_report"), _table)
+    lines += tunestudy.markdown(sections.get("11_tune"), _table)
     notes = meta.get("notes")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
