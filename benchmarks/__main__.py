@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
-    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9,11", help="comma-separated subset of 1-9, 11")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []
