@@ -163,3 +163,15 @@ def test_report_page_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     tgts = {t.key: t.status for t in report.targets({"9_report": section})}
     assert tgts["R1"] == "PASS" and tgts["R2"] in ("PASS", "MISS", "n/a")
     assert "## 9. Report of 4 runs × 5 steps" in "\n".join(reportpage.markdown(section, report._table))
+
+
+def test_tune_section(tmp_path: Path) -> None:
+    """Section 11 (``expsvc tune`` wall time) on a tiny study; its target and Markdown."""
+    from benchmarks import tunestudy
+
+    study = tmp_path / "tiny.toml"
+    study.write_text('optimizer = ["adamw"]\nlr = [0.01, 0.1]\nepochs = 2\ntune_seeds = 1\nseeds = 1\n')
+    section = tunestudy.section_tune(reps=1, study=study)
+    assert section["stats"][tunestudy.CASE].median > 0
+    assert {t.key: t.status for t in report.targets({"11_tune": section})}["U1"] == "PASS"
+    assert "## 11. `expsvc tune tiny.toml`" in "\n".join(tunestudy.markdown(section, report._table))
