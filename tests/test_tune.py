@@ -265,6 +265,14 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(args: list[str], words
     assert not db.exists()
 
 
+def test_a_study_file_with_an_unknown_key_is_one_line(tmp_path: Path) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text('optimizer = ["adamw"]\ntune_seed = 2\n')
+    res = tune(str(study), "--db", f"sqlite:///{tmp_path / 'u.db'}")
+    assert res.exit_code == 2 and "unknown key 'tune_seed' (did you mean 'tune_seeds'?)" in res.stderr
+    assert not (tmp_path / "u.db").exists()
+
+
 def test_a_study_name_is_not_reused(study: tuple[str, Any]) -> None:
     url, _ = study
     path = Path(url.removeprefix("sqlite:///"))

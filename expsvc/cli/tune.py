@@ -110,77 +110,49 @@ def _stored(name: str, db: str | None) -> Any:
     from expsvc.store import RunStore
     from expsvc.store.studies import get_study
 
-    store = RunStore.open(db, create=False)
-    try:
+    with RunStore.open(db, create=False) as store:
         return StudySpec.from_dict(get_study(store, name).spec)
-    finally:
-        store.close()
 
 
 def _run_study(spec: Any, db: str | None, jobs: int | None, quiet: bool, wide: bool, plot: str | None,
                resuming: bool) -> None:
     """Tuning plan → selection → confirmation plan → the answer; each phase resumable."""
-    from expsvc.errors import ExpsvcError
+    from expsvc.cli.analysis import _errors
     from expsvc.runner import study as studies
     from expsvc.runner.executors import make_executor
     from expsvc.store import RunStore
     from expsvc.store import studies as stored
 
     runner = make_executor("local", jobs=jobs)
-    try:
+    with _errors():
         if resuming:
-            store = RunStore.open(db, create=False)
-            try:
+            with RunStore.open(db, create=False) as store:
                 for role in ("tuning", "confirmation"):  # an interruption may have come before the link
                     stored.link(store, spec.name, role, f"{spec.name}-{role}")
                 record = stored.get_study(store, spec.name)
-            finally:
-                store.close()
             tuning = (_resumed(record.tuning_experiment, db, jobs) if record.tuning_experiment
                       else studies.tuning_plan(spec, db=db, jobs=jobs))
         else:
             tuning = studies.tuning_plan(spec, db=db, jobs=jobs)  # validated: nothing is written before this
-            store = RunStore.open(db)
-            try:
+            with RunStore.open(db) as store:
                 stored.create_study(store, spec.name, spec.as_dict(), spec.rule)
-            finally:
-                store.close()
-        if not quiet and tuning is not None:
-            typer.echo(f"study {spec.name!r}: tuning {len(spec.optimizers)} optimizer(s): {len(tuning.runs)} runs "
-                       f"({len(tuning.configs)} grid points x {len(spec.tune_seeds)} tuning seeds)", err=True)
-    except ExpsvcError as err:
-        fail(str(err))
-    _phase(tuning, runner, quiet, spec.name, "tuning", db)
-    try:
-        store = RunStore.open(db, create=False)
-        try:
+    _phase(tuning, runner, quiet, spec.name, "tuning", db,
+           f"{len(spec.optimizers)} optimizer(s) x grid x {len(spec.tune_seeds)} tuning seeds")
+    with _errors():
+        with RunStore.open(db, create=False) as store:
             record = stored.get_study(store, spec.name)
             selection = _select(store, spec, record)
             if record.selection is None:
                 stored.set_selection(store, spec.name, selection.to_dict())
-        finally:
-            store.close()
         if not selection.choices:
             fail("no optimizer has a grid point that finished every tuning seed; nothing to confirm")
-        if record.confirmation_experiment:
-            confirmation = _resumed(record.confirmation_experiment, db, jobs)
-        else:
-            confirmation = studies.confirmation_plan(spec, selection.choices, db=db, jobs=jobs)
-        if not quiet and confirmation is not None:
-            typer.echo(f"study {spec.name!r}: confirming {len(selection.choices)} choice(s) on seeds "
-                       f"{spec.seeds[0]}..{spec.seeds[-1]} = {len(confirmation.runs)} runs", err=True)
-    except ExpsvcError as err:
-        fail(str(err))
-    _phase(confirmation, runner, quiet, spec.name, "confirmation", db)
-    try:
-        store = RunStore.open(db, create=False)
-        try:
-            stored.finish_study(store, spec.name)
-            _answer(store, spec, selection, wide, plot)
-        finally:
-            store.close()
-    except ExpsvcError as err:
-        fail(str(err))
+        confirmation = (_resumed(record.confirmation_experiment, db, jobs) if record.confirmation_experiment
+                        else studies.confirmation_plan(spec, selection.choices, db=db, jobs=jobs))
+    _phase(confirmation, runner, quiet, spec.name, "confirmation", db,
+           f"{len(selection.choices)} choice(s) x seeds {spec.seeds[0]}..{spec.seeds[-1]}")
+    with _errors(), RunStore.open(db, create=False) as store:
+        stored.finish_study(store, spec.name)
+        _answer(store, spec, selection, wide, plot)
 
 
 def _resumed(experiment: str, db: str | None, jobs: int | None) -> Any:
@@ -191,23 +163,23 @@ def _resumed(experiment: str, db: str | None, jobs: int | None) -> Any:
     return plan if plan.runs else None
 
 
-def _phase(plan: Any, runner: Any, quiet: bool, name: str, role: str, db: str | None) -> None:
-    """Execute one phase's plan (if any) and link its experiment to the study, even when interrupted."""
+def _phase(plan: Any, runner: Any, quiet: bool, name: str, role: str, db: str | None, what: str) -> None:
+    """Execute one phase's plan (if any; ``what`` says what it runs) and link its experiment to the study, even
+    when interrupted."""
     from expsvc.runner.plan import execute
     from expsvc.store import RunStore
     from expsvc.store import studies as stored
 
     if plan is None:
         return
+    if not quiet:
+        typer.echo(f"study {name!r}, {role}: {len(plan.runs)} runs ({what})", err=True)
     try:
         result = _execute(runner, plan.bars(), quiet, lambda progress: execute(plan, executor=runner,
                                                                                 progress=progress))
     finally:
-        store = RunStore.open(db, create=False)
-        try:
+        with RunStore.open(db, create=False) as store:
             stored.link(store, name, role, f"{name}-{role}")
-        finally:
-            store.close()
     if not quiet:  # no per-phase table: the tuning runs' test metrics are not shown before the answer
         typer.echo(f"{role}: {sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
                    + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())), err=True)

@@ -141,7 +141,19 @@ def _seed_count(key: str, value: Any) -> int:
 def from_values(values: dict[str, Any], source: str = "study") -> StudySpec:
     """Validate a study given as flags or TOML values: the experiment keys of ``expsvc run`` plus
     ``tune_seeds`` and ``select`` (defaults :data:`STUDY_DEFAULTS`).  Every problem is one line."""
-    merged = {**STUDY_DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+    from expsvc.errors import did_you_mean
+    from expsvc.runner.spec import ALIASES, DEFAULTS
+
+    allowed = [*DEFAULTS, *STUDY_KEYS]
+    given: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = ALIASES.get(raw_key, raw_key)
+        if key not in allowed:
+            raise SpecValidationError(f"{source}: unknown key {raw_key!r}{did_you_mean(raw_key, allowed)}; "
+                                      f"allowed: {', '.join(allowed)}")
+        if value is not None:
+            given[key] = value
+    merged = {**STUDY_DEFAULTS, **given}
     tune = _seed_count("tune_seeds", merged.pop("tune_seeds"))
     tune_seeds = list(range(tune))
     raw = merged.pop("seeds")
@@ -163,11 +175,7 @@ def from_values(values: dict[str, Any], source: str = "study") -> StudySpec:
         seeds = list(range(tune, tune + count))
     select = merged.pop("select")
     select_metric(select)
-    optimizers = merged.pop("optimizer", None) or merged.pop("opt", None)
-    if optimizers is None:
-        from expsvc.runner.spec import DEFAULTS
-
-        optimizers = DEFAULTS["optimizer"]
+    optimizers = merged.pop("optimizer", None) or DEFAULTS["optimizer"]
     optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
     if merged.get("val_split") == 0:
         raise _fail("val_split", 0, "a fraction 0 < F < 1: a study selects on validation data")
