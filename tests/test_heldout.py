@@ -5,11 +5,15 @@ The run options ``val_split`` and ``eval_every``: typed, validated, structural, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from expsvc.cli import build_app
 from expsvc.core import Trainer, TrainHooks, evaluate_splits
 from expsvc.core.data import DataSplit, hold_out
 from expsvc.core.train import Evaluation
@@ -192,3 +196,54 @@ def test_evaluation_histories_are_stored_by_epoch(evaluated_store: tuple[str, di
                 assert summaries[a][key]["last"] == pytest.approx(val_only[b][key]["last"], rel=1e-12)
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------------------ time to target
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def test_time_to_target_counts_runs_that_never_reach_it(evaluated_store: tuple[str, dict[str, list[str]]]) -> None:
+    """A threshold between the runs' best validation losses: the runs above it are censored, counted in n
+    and in "k of n reached", and the comparison turns to the sign test; an unreachable one: 0 of n."""
+    url, ids = evaluated_store
+    store = RunStore.open(url, create=False)
+    try:
+        best = {r: store.summaries([r])[r]["val_loss"]["min"] for r in ids["eval"]}
+        epochs = {r: histories(store, [r])[r]["val_loss"] for r in ids["eval"]}
+    finally:
+        store.close()
+    threshold = sorted(best.values())[1] + 1e-9  # two of the four runs reach it
+    res = _cli("compare", "--db", url, "-e", "eval", "--target", f"val_loss <= {threshold!r}", "-f", "json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["target"] == f"val_loss <= {threshold:g}"
+    label = f"epochs to val_loss <= {threshold:g}"
+    assert {m["label"] for m in data["metrics"]} == {label, label.replace("epochs", "updates"),
+                                                    label.replace("epochs", "seconds")}
+    groups = {g["name"]: g["metrics"][label] for g in data["groups"]}
+    assert sum(g["n"] for g in groups.values()) == 4  # every finished run counted
+    assert sum(g["n_reached"] for g in groups.values()) == 2
+    assert all(g["n_reached"] + g["n_censored"] == g["n"] for g in groups.values())
+    censored = [g for g in groups.values() if g["n_censored"]]
+    assert censored and all(g["mean"] is None for g in censored)  # a lower bound gets no mean
+    compared = [g["vs_baseline"] for g in groups.values() if g["vs_baseline"]]
+    assert compared[0]["method"] == "sign"
+    reached = sorted(int(steps[np.argmax(values <= threshold)]) for steps, values in epochs.values()
+                     if (values <= threshold).any())
+    assert len(reached) == 2 and min(reached) >= 3
+    table = _cli("compare", "--db", url, "-e", "eval", "--target", "val_loss <= -1", "--wide")
+    assert table.exit_code == 0 and table.stdout.count("0 of 2 reached (rest censored)") == 6
+    assert "Time to target (val_loss <= -1)" in table.stdout and "never reached val_loss <= -1" in table.stdout
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("val_loss < 0.3", "is not a target"), ("val_loss <= abc", "is not a target"),
+    ("no_such <= 1", "no run of this experiment has the metric 'no_such'"),
+    ("test_accuracy >= 0.5", "stored only as a final value")])
+def test_bad_targets_are_one_line(evaluated_store: tuple[str, dict[str, list[str]]], target: str,
+                                  message: str) -> None:
+    res = _cli("compare", "--db", evaluated_store[0], "-e", "plain", "--target", target)
+    assert res.exit_code == 2 and message in res.stderr and len(res.stderr.splitlines()) == 1

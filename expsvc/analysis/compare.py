@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -23,7 +24,7 @@ from expsvc.analysis.keys import (
 )
 from expsvc.errors import ExpsvcError, did_you_mean
 from expsvc.store.read import RunRecord
-from expsvc.store.vocab import COMPLETED
+from expsvc.store.vocab import COMPLETED, LOSS_KEY, SECONDS_KEY, is_epoch_key
 
 LOWER_WORDS = ("loss", "mse", "mae", "rmse", "error", "updates", "epochs", "duration", "time", "nll")
 HIGHER_WORDS = ("accuracy", "precision", "recall", "f1", "auc", "r2", "score")
@@ -53,10 +54,16 @@ class Metric:
     better: str = ""
     worse: str = ""
     definition: str = ""
-    censoring: str = ""  # "converged": censored for runs with converged != True
+    censoring: str = ""  # "converged": censored for runs with converged != True; "target": see ``measured``
+    measured: Mapping[str, tuple[float, bool]] | None = field(default=None, compare=False, repr=False)
+    """Per run id, a value measured outside the summaries and whether it is censored (time to a target,
+    :func:`target_metrics`); None: the value is read from the run."""
 
     def value(self, run: RunRecord) -> float | None:
         """This metric of ``run``; ``None`` when missing or not finite."""
+        if self.measured is not None:
+            got = self.measured.get(run.id)
+            return None if got is None or not math.isfinite(got[0]) else got[0]
         if self.field.kind == "summary":
             raw = run.summaries.get(self.field.key, {}).get(self.field.stat)
         else:
@@ -68,7 +75,14 @@ class Metric:
 
     def censored(self, run: RunRecord) -> bool:
         """Whether ``run``'s value is only a lower bound (the event never happened)."""
+        if self.measured is not None:
+            return self.measured.get(run.id, (0.0, False))[1]
         return self.censoring == "converged" and run.converged is not True
+
+    @property
+    def event(self) -> str:
+        """What a censored run never did, for warnings: ``converged``, ``reached val_loss <= 0.3``."""
+        return "converged" if self.censoring == "converged" else f"reached {self.censoring.removeprefix('target ')}"
 
     @property
     def spec(self) -> str:
@@ -103,6 +117,12 @@ def make_metric(field_: Field, label: str | None = None, lower_is_better: bool |
             label = "final loss"
         elif field_.kind == "summary" and field_.key == "loss" and field_.stat in ("last", "min"):
             label = "last batch loss" if field_.stat == "last" else "min loss"
+        elif field_.kind == "summary" and is_epoch_key(field_.key) and (
+                field_.stat in ("min", "max") or (field_.stat == "last" and field_.key.startswith("val_"))):
+            # "final" vs "best epoch" said in the label (test_/train_ keep their older labels, "test accuracy":
+            # the final value, as their definitions say)
+            which = "final" if field_.stat == "last" else f"best-epoch ({field_.stat})"
+            label = f"{which} {field_.key.replace('_', ' ')}"
         elif field_.kind == "summary" and field_.stat == "last":
             label = field_.key.replace("_", " ")
         else:
@@ -116,6 +136,15 @@ def make_metric(field_: Field, label: str | None = None, lower_is_better: bool |
     elif field_.kind == "run" and field_.key == "duration":
         verb, words = "took", (("less", "more") if lower else ("more", "less"))
     definition = DEFINITIONS.get((field_.kind, field_.key, field_.stat if field_.kind == "summary" else ""), "")
+    if not definition and field_.kind == "summary" and is_epoch_key(field_.key) and field_.key != SECONDS_KEY:
+        split, _, name = field_.key.partition("_")
+        where = {"val": "validation", "train": "full training", "test": "test"}.get(split, split)
+        definition = (f"{name} on the {where} set with the final parameters (evaluated after training; the last "
+                      f"point of its per-epoch history with --eval-every)" if field_.stat == "last" else
+                      f"the {field_.stat} of {name} on the {where} set over the evaluated epochs (the best epoch, "
+                      f"chosen after the fact: optimistic for test data; select on validation)"
+                      if field_.stat in ("min", "max") else
+                      f"the {field_.stat} of {name} on the {where} set over the evaluated epochs")
     if not definition and field_.kind == "summary":
         stat = "last logged value" if field_.stat == "last" else f"{field_.stat} over the logged values"
         definition = f"the {stat} of {field_.key}"
@@ -159,6 +188,108 @@ def parse_metric(text: str) -> Metric:
     if f.kind == "run" and (RUN_FIELDS[f.key] != "num" or f.key == "seed"):
         raise CompareError(f"--metric {text!r} is not a numeric result; use updates, epochs, duration or a metric")
     return make_metric(f, lower_is_better=lower)
+
+
+# --------------------------------------------------------------------------------------- time to target
+_TARGET = re.compile(r"\s*(?:metrics\.)?([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*(\S+)\s*")
+TARGET_HELP = "METRIC <= NUMBER or METRIC >= NUMBER with a stored history, e.g. 'val_loss <= 0.3'"
+
+
+@dataclass(frozen=True)
+class Target:
+    """``compare --target "val_loss <= 0.3"``: a threshold on a stored history."""
+
+    key: str
+    op: str  # "<=" or ">="
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.op} {self.threshold:g}"
+
+    def first(self, values: Sequence[float]) -> int | None:
+        """The index of the first value where the target holds (NaN never holds), or None."""
+        for i, v in enumerate(values):
+            if (v <= self.threshold) if self.op == "<=" else (v >= self.threshold):
+                return i
+        return None
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``--target``; a malformed one is a :class:`CompareError` naming what is allowed."""
+    found = _TARGET.fullmatch(text)
+    threshold = math.nan
+    if found:
+        with contextlib.suppress(ValueError):
+            threshold = float(found.group(3))
+    if not found or not math.isfinite(threshold):
+        raise CompareError(f"--target {text[:200]!r} is not a target; expected {TARGET_HELP}")
+    return Target(found.group(1), found.group(2), threshold)
+
+
+#: what each time-to-target metric counts: (label word, run column for a censored run, definition)
+TARGET_MEASURES = (
+    ("updates", "updates", "optimizer updates until the first evaluation where the target holds (a per-epoch "
+                           "history: the epoch × updates per epoch)"),
+    ("epochs", "epochs", "epochs until the first evaluation where the target holds (a per-step history: the "
+                         "epochs completed at that update)"),
+    ("seconds", "duration", "wall seconds from the start of training until the first evaluation where the target "
+                            "holds (a per-epoch history: the time recorded at that evaluation; a per-step history: "
+                            "the run's duration × update / updates, an estimate); replicas of one vectorised group "
+                            "share that computation"),
+)
+
+
+def time_to_target(run: RunRecord, steps: Sequence[int], values: Sequence[float], target: Target,
+                   seconds: Mapping[int, float]) -> tuple[tuple[float, float, float], bool] | None:
+    """``((updates, epochs, seconds), censored)`` of one run: where ``target`` first holds in its history
+    ``(steps, values)`` — or, when it never does, the run's own totals as lower bounds (censored).  None for a
+    run without that history.  ``seconds`` maps an epoch to its evaluation time (per-epoch histories)."""
+    if not len(steps):
+        return None
+    per_epoch = run.steps_per_epoch or 0
+    i = target.first(values)
+    if i is None:
+        nan = math.nan
+        return (float(run.updates if run.updates is not None else nan),
+                float(run.epochs if run.epochs is not None else nan),
+                float(run.duration if run.duration is not None else nan)), True
+    step = int(steps[i])
+    if is_epoch_key(target.key):
+        return (float(step * per_epoch) if per_epoch else math.nan, float(step), seconds.get(step, math.nan)), False
+    epochs = float(step // per_epoch) if per_epoch else math.nan
+    share = run.duration * step / run.updates if run.duration is not None and run.updates else math.nan
+    return (float(step), epochs, share), False
+
+
+def target_metrics(store: Any, runs: Sequence[RunRecord], target: Target, known: Sequence[str]) -> list[Metric]:
+    """The time-to-target metrics (updates, epochs, seconds) of ``runs``, censored where never reached.
+
+    Refuses, in one line, a metric no run has, and one stored only as a final value (no history to search)."""
+    if target.key not in known:
+        raise CompareError(f"--target {str(target)!r}: no run of this experiment has the metric {target.key!r}"
+                           f"{did_you_mean(target.key, known)}; known: {', '.join(known)}")
+    ids = [r.id for r in runs]
+    histories = store.histories(ids, target.key)
+    if not any(len(steps) > 1 or (len(steps) == 1 and target.key == LOSS_KEY) for steps, _ in histories.values()):
+        raise CompareError(f"--target {str(target)!r}: {target.key!r} is stored only as a final value, not as a "
+                           f"history to search; run with --eval-every N for per-epoch {target.key}, or use loss")
+    times = store.histories(ids, SECONDS_KEY) if is_epoch_key(target.key) else {}
+    measured: list[dict[str, tuple[float, bool]]] = [{}, {}, {}]
+    for r in runs:
+        steps, values = histories.get(r.id, ((), ()))
+        t_steps, t_values = times.get(r.id, ((), ()))
+        got = time_to_target(r, list(steps), list(values), target,
+                             dict(zip((int(s) for s in t_steps), (float(v) for v in t_values), strict=True)))
+        if got is not None:
+            for i, value in enumerate(got[0]):
+                measured[i][r.id] = (value, got[1])
+    out = []
+    for (word, column, definition), values in zip(TARGET_MEASURES, measured, strict=True):
+        base = make_metric(Field("run", column), f"{word} to {target}", lower_is_better=True)
+        out.append(replace(base, definition=f"{definition}; a run that never reaches it is censored at its total "
+                                            f"(at least that many)", censoring=f"target {target}",
+                           measured=values))
+    return out
 
 
 # ------------------------------------------------------------------------------------ resolved settings
@@ -516,6 +647,8 @@ class CompareResult:
         warnings          [str]: what makes the comparison less than clean (pooling, duplicated seeds,
                           mixed versions, censored values, timing caveats), also printed with the table
         metrics           [{label, field, better: "lower"|"higher", definition, censoring}]
+        target            str | null: ``--target`` ("val_loss <= 0.3"); its metrics have censoring "target ..."
+                          and each group's entry for them ``n_reached`` (of ``n`` finished runs)
         groups            [{label, name, baseline, n_expected, n_completed, n_diverged, n_failed,
                             n_unfinished, seeds, configurations, pooled, merged_settings {setting: [values]},
                             duplicate_seeds [int], versions {what: [versions]}, warnings [str],
@@ -537,6 +670,7 @@ class CompareResult:
     confidence: float = stats.CONFIDENCE
     warnings: list[str] = field(default_factory=list)
     experiments: list[str] = field(default_factory=list)
+    target: str | None = None
 
     @property
     def method(self) -> list[str]:
@@ -551,9 +685,19 @@ class CompareResult:
             "warnings": self.warnings,
             "metrics": [{"label": m.label, "field": m.spec, "better": "lower" if m.lower_is_better else "higher",
                          "definition": m.definition, "censoring": m.censoring or None} for m in self.metrics],
-            "groups": [g.to_dict() for g in self.groups],
+            "target": self.target,
+            "groups": [_with_reached(g.to_dict(), self.metrics) for g in self.groups],
             "method": self.method,
         }
+
+
+def _with_reached(group: dict[str, Any], metrics: Sequence[Metric]) -> dict[str, Any]:
+    """A group's JSON with ``n_reached`` (finished runs that reached the target) in each time-to-target metric."""
+    for m in metrics:
+        if m.censoring.startswith("target"):
+            s = group["metrics"][m.label]
+            s["n_reached"] = s["n"] - s["n_censored"]
+    return group
 
 
 def _pm(diff: float, ci: float) -> str:
@@ -631,6 +775,7 @@ def _sort_key(k: Hashable) -> tuple[str, int]:
 def compare_groups(
     groups: Sequence[Group], metrics: Sequence[Metric] = DEFAULT_METRICS, baseline: int = 0,
     experiment: str = "", bootstrap_seed: int = stats.BOOTSTRAP_SEED, experiments: Sequence[str] = (),
+    target: Target | None = None,
 ) -> CompareResult:
     """Summarise every metric of every group and compare each group with ``groups[baseline]``.
 
@@ -668,7 +813,7 @@ def compare_groups(
                 bound = min(v for k, v in values.items() if cens[k])
                 summaries[m.label] = stats.Summary(len(values), min=min(values.values()), max=max(values.values()))
                 warnings.append(f"{g.short}: {m.label}: {n_cens} of {len(values)} finished run(s) never "
-                                f"converged; their values are censored (at least {bound:g} {m.field.key}), so "
+                                f"{m.event}; their values are censored (at least {bound:g} {m.field.key}), so "
                                 f"no mean is given and the comparison uses the order of the seeds only")
             else:
                 # values in seed order: the bootstrap resamples by position, so its interval must not depend
@@ -703,7 +848,8 @@ def compare_groups(
     warnings += [f"{m.label}: {m.definition}" for m in metrics if m.field.kind == "run" and m.field.key == "duration"]
     names = list(experiments) or [experiment]
     return CompareResult(experiment or ", ".join(names), groups[baseline].label if groups else "", list(metrics),
-                         results, bootstrap_seed, warnings=warnings, experiments=names)
+                         results, bootstrap_seed, warnings=warnings, experiments=names,
+                         target=None if target is None else str(target))
 
 
 def _version_warnings(groups: Sequence[Group]) -> list[str]:
@@ -736,8 +882,13 @@ def method_lines(result: CompareResult) -> list[str]:
         "and excluded from every metric (a finished run without a value for a metric is left out of that "
         "metric's n). One value per seed: a seed run several times in one configuration counts once (the mean of "
         "its finished runs); a pooled group (--pool) has one value per configuration and seed. A censored value "
-        "(a run that never converged) is a lower bound: a group with one has no mean or interval, and its "
-        "comparison is the exact two-sided sign test over the shared seeds whose order is certain.",
+        "(a run that never converged, or never reached the --target) is a lower bound: a group with one has no "
+        "mean or interval, and its comparison is the exact two-sided sign test over the shared seeds whose order "
+        "is certain.",
+        *([f"Time to target ({result.target}): per finished run, the first evaluation where it holds (a per-epoch "
+           "history: every --eval-every epochs and the final one; the per-step loss: every update); a run that "
+           "never reaches it is counted, as \"k of n reached\", and censored at its totals, never dropped and "
+           "never averaged."] if result.target else []),
         f"mean ± half-width of the {pct} Student-t interval (scipy.special.stdtrit, n−1 df); std with ddof = 1; "
         f"IQM = mean of the middle 50 % (25 % trimmed each side) with a {pct} percentile-bootstrap "
         f"interval ({stats.BOOTSTRAP_RESAMPLES} resamples, seed {result.bootstrap_seed}).",
@@ -772,13 +923,16 @@ def choose_metrics(specs: Sequence[str] | None, runs: Sequence[RunRecord], known
 def compare_experiments(
     store: Any, experiments: dict[int, str], *, by: Sequence[str] | None = None, pool: bool = False,
     metrics: Sequence[str] | None = None, baseline: str | None = None, run_ids: Sequence[str] | None = None,
+    target: str | None = None,
 ) -> tuple[CompareResult, list[Group]]:
     """``expsvc compare``: read the runs of ``experiments`` (id → name) through the read API, group them
     (refusing merged configurations unless ``pool``), and compare every group with the baseline.
 
-    ``run_ids`` narrows the runs to these (the report's ``--where``); None compares every run."""
+    ``run_ids`` narrows the runs to these (the report's ``--where``); None compares every run.  ``target``
+    (``"val_loss <= 0.3"``) adds the time-to-target metrics (without ``metrics``: instead of the defaults)."""
     from expsvc.store import read
 
+    goal = None if target is None else parse_target(target)
     ids = list(experiments)
     names = list(experiments.values())
     runs = read.records(store, experiment_ids=ids, run_ids=run_ids, versions=True)
@@ -787,6 +941,9 @@ def compare_experiments(
     resolve_params(runs, spec_baseline=baseline is not None and "(" in baseline)
     groups = group_runs(runs, by)
     check_grouping(groups, by, pool)
-    chosen = choose_metrics(metrics, runs, read.summary_keys(store, ids))
-    result = compare_groups(groups, chosen, find_baseline(groups, baseline), experiments=names)
+    known = read.summary_keys(store, ids)
+    chosen = choose_metrics(metrics, runs, known) if metrics or goal is None else []
+    if goal is not None:
+        chosen += target_metrics(store, runs, goal, known)
+    result = compare_groups(groups, chosen, find_baseline(groups, baseline), experiments=names, target=goal)
     return result, groups

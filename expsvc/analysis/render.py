@@ -410,6 +410,10 @@ METRIC_HEADER = ("group", "n", "mean ± 95 % CI", "std", "median", "IQM [95 % bo
 
 
 def _mean_cell(s: dict[str, Any]) -> str:
+    if "n_reached" in s:  # time to target: how many reached it, always said
+        if s["n_censored"] or s["n"] < 2:
+            return f"{s['n_reached']} of {s['n']} reached" + (" (rest censored)" if s["n_censored"] else "")
+        return f"{fmt(s['mean'])} ± {fmt(s['ci'])} ({s['n']} of {s['n']} reached)"
     if s.get("n_censored"):
         return f"censored: {s['n_censored']} of {s['n']} never converged"  # a lower bound has no mean
     if s["n"] == 0:

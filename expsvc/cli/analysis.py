@@ -182,6 +182,11 @@ def compare(
                                                                     "optimizer spec such as 'adamw(lr=0.001)' "
                                                                     "(default: the first group).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, markdown, json or csv.")] = "table",
+    target: Annotated[str | None, typer.Option(
+        "--target", metavar="'METRIC <= X'", help="Time to target: per run the first update, epoch and seconds "
+        "where a stored history (val_loss, test_accuracy... with --eval-every; loss per update) reaches it, "
+        "'<=' or '>='; runs that never do are counted as 'k of n reached' and censored (sign test). Without "
+        "--metric, shown instead of the default metrics.")] = None,
     plot: Annotated[str | None, typer.Option("--plot", help="Also draw the groups' loss curves to this PNG.",
                                              metavar="FILE")] = None,
     force: ForceOption = False,
@@ -204,7 +209,8 @@ def compare(
             refs = list(_study_experiments(store, study, experiment))
         exps = [store.resolve_experiment(ref) for ref in refs]
         result, groups = cmp.compare_experiments(
-            store, {e.id: e.name for e in exps}, by=keys, pool=pool, metrics=metric, baseline=baseline)
+            store, {e.id: e.name for e in exps}, by=keys, pool=pool, metrics=metric, baseline=baseline,
+            target=target)
         if plot:
             from expsvc.analysis.plots import plot_loss_curves
 

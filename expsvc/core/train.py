@@ -298,14 +298,20 @@ def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, n
 def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]
                     ) -> Callable[[], Evaluation]:
     """A function evaluating the loss and each metric on every split of ``data`` (train, validation when
-    there is one, test) for all replicas at once: ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ...}``.  The
-    inputs are cast to the model's dtype once, here (evaluation may run every epoch)."""
+    there is one, test) for all replicas at once: ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ...}``.
+
+    Evaluation may run every epoch, so its fixed costs are paid here, once: the inputs of all splits are cast to
+    the model's dtype and joined, and each evaluation is one forward pass over them (eval mode treats samples
+    independently, so this equals a pass per split: :func:`predict`), then the loss and the metrics per split."""
     assert model.buffer is not None
-    dtype = model.buffer.dtype
-    sets = [(split, np.ascontiguousarray(x, dtype=dtype), y) for split, (x, y) in data.splits().items()]
+    splits = data.splits()
+    x_all = np.concatenate([np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()])
+    bounds = np.cumsum([0, *(len(x) for x, _ in splits.values())]).tolist()
+    sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
 
     def run() -> Evaluation:
-        return {split: evaluate(model, loss, x, y, metrics) for split, x, y in sets}
+        out, pred = predict(model, loss, x_all)
+        return {split: scores(model, loss, out[:, a:b], pred[:, a:b], y, metrics) for split, a, b, y in sets}
 
     return run
 
@@ -315,6 +321,12 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """Loss and each metric on ``(x, y)``, one value per replica."""
     out, pred = predict(model, loss, x)
+    return scores(model, loss, out, pred, y, metrics)
+
+
+def scores(model: Sequential, loss: Loss, out: np.ndarray, pred: np.ndarray, y: np.ndarray,
+           metrics: dict[str, object]) -> dict[str, np.ndarray]:
+    """Loss and each metric from a forward pass's outputs ``(R, N, ...)`` and predictions, one per replica."""
     r = model.replicas
     target = y if y.dtype.kind in "iu" else np.asarray(y, dtype=out.dtype)
     with np.errstate(all="ignore"):
