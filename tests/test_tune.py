@@ -105,6 +105,7 @@ def test_the_report_of_a_study_marks_each_chosen_value(study: tuple[str, Any], t
     import json
     import re
 
+    from expsvc.analysis.compare import parse_metric
     from expsvc.report import server
 
     url, _ = study
@@ -116,7 +117,7 @@ def test_the_report_of_a_study_marks_each_chosen_value(study: tuple[str, Any], t
     record = _stored(url, "s")
     assert data["experiment"] == "s-confirmation" and data["study"]["rule"] == record.rule
     view = data["sensitivity"]["views"][0]
-    assert data["sensitivity"]["metric"] == "min(val_loss)" and view["param"] == "lr"
+    assert data["sensitivity"]["metric"] == parse_metric("min(val_loss)").label and view["param"] == "lr"
     chosen = {o["optimizer"]: o["chosen"] for o in view["optimizers"]}
     assert chosen == {c["optimizer"]: c["settings"]["lr"] for c in record.selection["choices"].values()}
     assert all(o["n"] == [2, 2, 2] for o in view["optimizers"])  # the tuning runs: 2 seeds per grid value
