@@ -74,8 +74,9 @@ def table(selection: Any, metric_label: str, width: int | None = None) -> str:
 
 def plot(selection: Any, out: str | Path, metric_label: str, *, title: str | None = None,
          lower_is_better: bool = True) -> PlotInfo:
-    """One line per optimizer: the selection metric's mean ± 95 % t interval over the tuning seeds against
-    the learning rate (log axis), lost points as crosses at the axis, the chosen value a star."""
+    """One line per optimizer (and setting of its other grid arguments): the selection metric's mean ± 95 % t
+    interval over the tuning seeds against the learning rate (log axis; a loss on a log y axis too), lost
+    points as crosses at the axis, the chosen value a star."""
     import warnings
 
     import matplotlib
@@ -85,18 +86,22 @@ def plot(selection: Any, out: str | Path, metric_label: str, *, title: str | Non
 
     info = PlotInfo(Path(out), title=title or "")
     data = rows(selection)
-    names = list(dict.fromkeys(r.optimizer for r in data))
+    # one line per optimizer and setting of its other grid arguments (momentum...), the lr on the x axis
+    lines: dict[str, list[Row]] = {}
+    for r in data:
+        others = ", ".join(f"{k}={_value(v)}" for k, v in r.settings.items() if k != "lr")
+        lines.setdefault(f"{r.optimizer} ({others})" if others else r.optimizer, []).append(r)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
-        for i, name in enumerate(names):
-            color, _ = _style(i, len(names))
-            mine = sorted((r for r in data if r.optimizer == name), key=lambda r: r.settings.get("lr") or 0.0)
+        for i, (name, mine) in enumerate(lines.items()):
+            color, style = _style(i, len(lines))
+            mine = sorted(mine, key=lambda r: r.settings.get("lr") or 0.0)
             good = [r for r in mine if r.n and not r.lost]
             xs = [r.settings.get("lr") for r in good]
             ys = [r.mean for r in good]
             err = [r.ci if math.isfinite(r.ci) else 0.0 for r in good]
-            ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=4, capsize=3, label=name)
+            ax.errorbar(xs, ys, yerr=err, color=color, ls=style, marker="o", ms=4, capsize=3, label=name)
             info.lines += 1
             info.points += len(good)
             lost = [r for r in mine if r.lost]
@@ -110,8 +115,9 @@ def plot(selection: Any, out: str | Path, metric_label: str, *, title: str | Non
                             label=f"{name}: chosen lr={_value(r.settings.get('lr'))}")
         ax.set_xscale("log")
         means = [r.mean for r in data if r.n and not r.lost]
-        if means and min(means) > 0:  # a loss: a log axis shows the differences near the optimum (an
-            ax.set_yscale("log", nonpositive="clip")  # interval reaching below 0 is clipped at the axis)
+        if lower_is_better and means and min(means) > 0:
+            # a loss: a log axis shows the differences near the optimum (an interval reaching below 0 is clipped)
+            ax.set_yscale("log", nonpositive="clip")
             ax.set_ylim(min(means) / 1.5, max(r.mean + (r.ci if math.isfinite(r.ci) else 0) for r in data
                                                 if r.n and not r.lost) * 1.5)
         ax.set_xlabel("learning rate")

@@ -222,7 +222,7 @@ def _answer(store: Any, spec: Any, selection: Any, wide: bool, plot: str | None)
         info = sensitivity.plot(selection, plot, spec.select, title=f"{spec.name}: learning-rate sensitivity "
                                 f"({len(spec.tune_seeds)} tuning seeds, mean ± 95 % t)",
                                 lower_is_better=metric.lower_is_better)
-        typer.echo(f"wrote {info.path} ({info.lines} optimizers, {info.points} points)", err=True)
+        typer.echo(f"wrote {info.path} ({info.lines} lines, {info.points} points)", err=True)
 
 
 def _wrapped(text: str, width: int | None) -> str:
