@@ -34,13 +34,18 @@ def tune(
     ] = None,
     eval_every: Annotated[str | None, typer.Option(
         "--eval-every", metavar="N", help="Evaluate every N epochs (default: 1).")] = None,
-    epochs: Annotated[str | None, typer.Option("--epochs", help="Maximum epochs (default: 200).")] = None,
-    batch_size: Annotated[str | None, typer.Option("--batch-size", help="Batch size (default: 50).")] = None,
+    epochs: Annotated[str | None, typer.Option("--epochs", metavar="N", help="Maximum epochs (default: 200).")
+                      ] = None,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", metavar="N", help="Batch size (default: 50).")
+                          ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Layers (default: the seed net).")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="Loss spec (default: bce_with_logits).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset spec (default: points).")] = None,
     schedule: Annotated[str | None, typer.Option("--schedule", help="LR schedule (default: constant).")] = None,
-    tol: Annotated[str | None, typer.Option("--tol", help="Early-stop tolerance (default: 1e-5).")] = None,
+    tol: Annotated[str | None, typer.Option("--tol", metavar="X", help="Early-stop tolerance (default: 1e-5).")
+                   ] = None,
+    shuffle: Annotated[bool | None, typer.Option(
+        "--shuffle/--no-shuffle", help="Reshuffle every epoch (default: batches in order).")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float64 or float32.")] = None,
     data_seed: Annotated[str | None, typer.Option(
         "--data-seed", metavar="SEED|run", help="Seed of the data, as for `expsvc run`.")] = None,
@@ -51,8 +56,8 @@ def tune(
     force: ForceOption = False,
     db: DbOption = None,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Worker processes (default: cores).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; only warnings and errors.")
-                     ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or phase lines (the answer and "
+                                                              "the warnings still print).")] = False,
     wide: WideOption = False,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="NAME", help="Finish an interrupted study: its unfinished runs, then what is left.")
@@ -67,7 +72,8 @@ def tune(
     given = {"FILE": file, "--opt": opt, "--lr": lr, "--tune-seeds": tune_seeds, "--seeds": seeds, "--seed": seed,
              "--select": select, "--val-split": val_split, "--eval-every": eval_every, "--epochs": epochs,
              "--batch-size": batch_size, "--model": model, "--loss": loss, "--dataset": dataset,
-             "--schedule": schedule, "--tol": tol, "--dtype": dtype, "--data-seed": data_seed, "--name": name}
+             "--schedule": schedule, "--tol": tol, "--shuffle": shuffle, "--dtype": dtype, "--data-seed": data_seed,
+             "--name": name}
     if plot is not None:
         check_outputs(db, force, ("--plot", plot, "png"))
     if resume is not None:
@@ -90,8 +96,8 @@ def tune(
             "epochs": _number("epochs", epochs, integer=True),
             "batch_size": _number("batch_size", batch_size, integer=True),
             "model": model, "loss": loss, "dataset": dataset, "schedule": schedule,
-            "tol": _number("tol", tol, integer=False), "dtype": dtype, "data_seed": _data_seed(data_seed),
-            "name": name,
+            "tol": _number("tol", tol, integer=False), "shuffle": shuffle, "dtype": dtype,
+            "data_seed": _data_seed(data_seed), "name": name,
         }
         values = {k: v for k, v in values.items() if v is not None}
         try:
@@ -144,6 +150,8 @@ def _run_study(spec: Any, db: str | None, jobs: int | None, quiet: bool, wide: b
             selection = _select(store, spec, record)
             if record.selection is None:
                 stored.set_selection(store, spec.name, selection.to_dict())
+            else:  # resumed after the selection: confirm what was chosen then
+                selection.choices = [studies.Choice(**c) for c in record.selection["choices"].values()]
         if not selection.choices:
             fail("no optimizer has a grid point that finished every tuning seed; nothing to confirm")
         confirmation = (_resumed(record.confirmation_experiment, db, jobs) if record.confirmation_experiment
