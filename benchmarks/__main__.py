@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if not which <= {*"123456789", "11"}:
+        parser.error("--sections takes numbers 1 to 9 and 11")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []
