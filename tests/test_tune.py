@@ -48,8 +48,9 @@ def _records(url: str, experiment: str) -> list[RunRecord]:
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
     """One small study, run once: mini_bgd and adamw over a 3-point lr grid."""
     url = f"sqlite:///{tmp_path_factory.mktemp('tune') / 't.db'}"
+    folder = Path(url.removeprefix("sqlite:///")).parent
     res = tune("--opt", "mini_bgd", "--opt", "adamw", "--lr", "logspace(-2, 0, 3)", *SMALL, "--name", "s",
-               "--db", url, "--wide")
+               "--db", url, "--wide", "--plot", str(folder / "sensitivity.png"))
     assert res.exit_code == 0, res.output
     return url, res
 
@@ -64,6 +65,8 @@ def test_the_sensitivity_table_the_choices_and_the_comparison_print(study: tuple
     assert "chosen: mini_bgd: lr=" in out and "chosen: adamw: lr=" in out
     assert "answer: confirmation runs (seeds 2..4) on test data" in out
     assert "test loss" in out and "Δ vs baseline" in out
+    png = Path(study[0].removeprefix("sqlite:///")).parent / "sensitivity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(2 lines, 6 points)" in res.stderr
 
 
 def test_confirmation_seeds_are_fresh_and_the_study_is_stored_as_one_unit(study: tuple[str, Any]) -> None:
@@ -236,6 +239,17 @@ def test_diverged_points_lose_ties_go_to_the_smaller_lr_and_close_calls_are_flag
     assert nan.choices[0].settings == {"lr": 0.001}
     clear = _select({0.001: [0.9, 0.91, 0.92], 0.01: [0.1, 0.12, 0.11], 0.1: [0.5, 0.55, 0.52]})
     assert not any("not distinguishable" in w for w in clear.warnings)
+
+
+def test_the_sensitivity_table_says_which_points_lost() -> None:
+    from expsvc.analysis import sensitivity
+
+    sel = _select({0.001: [0.3, 0.31, 0.29], 0.01: [0.2, 0.21, 0.19], 0.1: [None, None, None]},
+                  statuses={0.1: "diverged"})
+    lines = sensitivity.table(sel, "min(val_loss)").splitlines()
+    row = {line.split()[1]: line for line in lines[2:]}
+    assert "* chosen" in row["0.01"] and "3 diverged" in row["0.1"] and "0/3" in row["0.1"]
+    assert "0.3 ± " in row["0.001"] and "3/3" in row["0.001"]
 
 
 def test_a_test_metric_never_chooses() -> None:
