@@ -175,15 +175,12 @@ def test_selection_reads_only_validation_data(tmp_path: Path) -> None:
 def test_resume_finishes_an_interrupted_study(tmp_path: Path) -> None:
     """Tuning done, then interrupted before selection: --resume selects once and confirms."""
     from expsvc.runner.plan import execute
-    from expsvc.store import studies as stored
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     spec = studies.from_values({"optimizer": ["adamw"], "lr": "logspace(-2, -1, 2)", "epochs": 5, "tune_seeds": 2,
                                 "seeds": 2, "name": "r"})
-    plan = studies.tuning_plan(spec, db=url)
-    store = RunStore.open(url)
-    stored.create_study(store, "r", spec.as_dict(), spec.rule)
-    store.close()
+    plan = studies.start(spec, db=url)  # validated, the study recorded; then "interrupted" before any link
+    assert plan is not None
     execute(plan)
     assert _stored(url, "r").selection is None
     res = tune("--resume", "r", "--db", url)
@@ -194,6 +191,16 @@ def test_resume_finishes_an_interrupted_study(tmp_path: Path) -> None:
     assert len(_records(url, "r-tuning")) == 4  # nothing re-run
     again = tune("--resume", "r", "--db", url)
     assert again.exit_code == 0 and len(_records(url, "r-confirmation")) == 2
+
+
+def test_a_study_from_python(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    spec = studies.from_values({"optimizer": ["mini_bgd", "adamw"], "lr": [0.03, 0.3], "epochs": 5,
+                                "tune_seeds": 2, "seeds": 3, "name": "p"})
+    selection, result = studies.run(spec, db=url)
+    assert {c.optimizer for c in selection.choices} == {"mini_bgd", "adamw"}
+    assert [g.seeds for g in result.groups] == [[2, 3, 4], [2, 3, 4]] and result.experiments == ["p-confirmation"]
+    assert _stored(url, "p").status == "done"
 
 
 # --------------------------------------------------------------------------------------------- selection

@@ -122,94 +122,51 @@ def _stored(name: str, db: str | None) -> Any:
 
 def _run_study(spec: Any, db: str | None, jobs: int | None, quiet: bool, wide: bool, plot: str | None,
                resuming: bool) -> None:
-    """Tuning plan → selection → confirmation plan → the answer; each phase resumable."""
+    """The study's phases (:mod:`expsvc.runner.study`) with progress bars: tuning, selection, confirmation,
+    then the answer."""
     from expsvc.cli.analysis import _errors
     from expsvc.runner import study as studies
     from expsvc.runner.executors import make_executor
     from expsvc.store import RunStore
-    from expsvc.store import studies as stored
 
     runner = make_executor("local", jobs=jobs)
     with _errors():
-        if resuming:
-            with RunStore.open(db, create=False) as store:
-                for role in ("tuning", "confirmation"):  # an interruption may have come before the link
-                    stored.link(store, spec.name, role, f"{spec.name}-{role}")
-                record = stored.get_study(store, spec.name)
-            tuning = (_resumed(record.tuning_experiment, db, jobs) if record.tuning_experiment
-                      else studies.tuning_plan(spec, db=db, jobs=jobs))
-        else:
-            tuning = studies.tuning_plan(spec, db=db, jobs=jobs)  # validated: nothing is written before this
-            with RunStore.open(db) as store:
-                stored.create_study(store, spec.name, spec.as_dict(), spec.rule)
-    _phase(tuning, runner, quiet, spec.name, "tuning", db,
+        tuning = studies.start(spec, db=db, jobs=jobs, resuming=resuming)
+    _phase(tuning, runner, quiet, spec, "tuning", db,
            f"{len(spec.optimizers)} optimizer(s) x grid x {len(spec.tune_seeds)} tuning seeds")
     with _errors():
-        with RunStore.open(db, create=False) as store:
-            record = stored.get_study(store, spec.name)
-            selection = _select(store, spec, record)
-            if record.selection is None:
-                stored.set_selection(store, spec.name, selection.to_dict())
-            else:  # resumed after the selection: confirm what was chosen then
-                selection.choices = [studies.Choice(**c) for c in record.selection["choices"].values()]
-        if not selection.choices:
-            fail("no optimizer has a grid point that finished every tuning seed; nothing to confirm")
-        confirmation = (_resumed(record.confirmation_experiment, db, jobs) if record.confirmation_experiment
-                        else studies.confirmation_plan(spec, selection.choices, db=db, jobs=jobs))
-    _phase(confirmation, runner, quiet, spec.name, "confirmation", db,
+        selection, confirmation = studies.choose(spec, db=db, jobs=jobs)
+    _phase(confirmation, runner, quiet, spec, "confirmation", db,
            f"{len(selection.choices)} choice(s) x seeds {spec.seeds[0]}..{spec.seeds[-1]}")
     with _errors(), RunStore.open(db, create=False) as store:
-        stored.finish_study(store, spec.name)
-        _answer(store, spec, selection, wide, plot)
+        _answer(spec, selection, studies.finish(spec, store), wide, plot)
 
 
-def _resumed(experiment: str, db: str | None, jobs: int | None) -> Any:
-    """The plan of the unfinished runs of one of the study's experiments (None when every run ended)."""
-    from expsvc.runner.plan import from_store
-
-    plan = from_store(experiment, db=db, jobs=jobs)
-    return plan if plan.runs else None
-
-
-def _phase(plan: Any, runner: Any, quiet: bool, name: str, role: str, db: str | None, what: str) -> None:
+def _phase(plan: Any, runner: Any, quiet: bool, spec: Any, role: str, db: str | None, what: str) -> None:
     """Execute one phase's plan (if any; ``what`` says what it runs) and link its experiment to the study, even
     when interrupted."""
+    from expsvc.runner import study as studies
     from expsvc.runner.plan import execute
-    from expsvc.store import RunStore
-    from expsvc.store import studies as stored
 
     if plan is None:
         return
     if not quiet:
-        typer.echo(f"study {name!r}, {role}: {len(plan.runs)} runs ({what})", err=True)
+        typer.echo(f"study {spec.name!r}, {role}: {len(plan.runs)} runs ({what})", err=True)
     try:
         result = _execute(runner, plan.bars(), quiet, lambda progress: execute(plan, executor=runner,
                                                                                 progress=progress))
     finally:
-        with RunStore.open(db, create=False) as store:
-            stored.link(store, name, role, f"{name}-{role}")
+        studies.link(spec, role, db)
     if not quiet:  # no per-phase table: the tuning runs' test metrics are not shown before the answer
         typer.echo(f"{role}: {sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
                    + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())), err=True)
 
 
-def _select(store: Any, spec: Any, record: Any) -> Any:
-    from expsvc.runner import study as studies
-    from expsvc.store import read
-
-    exp = store.resolve_experiment(record.tuning_experiment)
-    runs = read.records(store, experiment_ids=[exp.id], summary_keys=[spec.metric.field.key])
-    return studies.select(spec, runs)
-
-
-def _answer(store: Any, spec: Any, selection: Any, wide: bool, plot: str | None) -> None:
+def _answer(spec: Any, selection: Any, result: Any, wide: bool, plot: str | None) -> None:
     """The sensitivity table, the selection and its warnings, and compare's statistics on the test set."""
     from expsvc.analysis import render, sensitivity
-    from expsvc.analysis.compare import compare_experiments
-    from expsvc.store import read
 
     width = output_width(wide)
-    metric = spec.metric
     typer.echo(f"study {spec.name!r}: learning-rate sensitivity on validation data "
                f"({len(spec.tune_seeds)} tuning seeds)")
     typer.echo(sensitivity.table(selection, spec.select, width=width))
@@ -219,17 +176,12 @@ def _answer(store: Any, spec: Any, selection: Any, wide: bool, plot: str | None)
         typer.echo(f"chosen: {c.optimizer}: {settings} ({spec.select} {c.score:.4g})")
     for w in selection.warnings:
         typer.echo(_wrapped(f"warning: {w}", width), err=True)
-    exp = store.resolve_experiment(f"{spec.name}-confirmation")
-    known = read.summary_keys(store, [exp.id])
-    wanted = [metric.field.key.replace("val_", "test_", 1), "test_loss", "test_accuracy"]
-    metrics = [k for k in dict.fromkeys(wanted) if k in known] or None
-    result, _ = compare_experiments(store, {exp.id: exp.name}, metrics=metrics)
     typer.echo(f"\nanswer: confirmation runs (seeds {spec.seeds[0]}..{spec.seeds[-1]}) on test data")
     typer.echo(render.compare_table(result, width=width))
     if plot:
         info = sensitivity.plot(selection, plot, spec.select, title=f"{spec.name}: learning-rate sensitivity "
                                 f"({len(spec.tune_seeds)} tuning seeds, mean ± 95 % t)",
-                                lower_is_better=metric.lower_is_better)
+                                lower_is_better=spec.metric.lower_is_better)
         typer.echo(f"wrote {info.path} ({info.lines} lines, {info.points} points)", err=True)
 
 

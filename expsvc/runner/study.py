@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expsvc.analysis.compare import CompareError, Metric, parse_metric
+from expsvc.errors import ExpsvcError
 from expsvc.runner.plan import PlannedRun, RunPlan, validate
 from expsvc.runner.spec import (
     GRID_KEYS,
@@ -398,6 +399,107 @@ def select(spec: StudySpec, records: Sequence[Any]) -> Selection:
     return Selection(spec.rule, choices, points, varying, warnings)
 
 
+# ------------------------------------------------------------------------------------- the study's phases
+def start(spec: StudySpec, *, db: str | None = None, jobs: int | None = None, resuming: bool = False
+          ) -> RunPlan | None:
+    """The tuning phase's plan: new — validated, then the study recorded (nothing is written before the
+    validation passed); resumed — the study's experiments linked by name (an interruption may have come before
+    the link) and the unfinished tuning runs (None when none is left)."""
+    from expsvc.store import RunStore
+    from expsvc.store import studies as stored
+
+    if not resuming:
+        plan = tuning_plan(spec, db=db, jobs=jobs)
+        with RunStore.open(db) as store:
+            stored.create_study(store, spec.name, spec.as_dict(), spec.rule)
+        return plan
+    with RunStore.open(db, create=False) as store:
+        for role in ("tuning", "confirmation"):
+            stored.link(store, spec.name, role, f"{spec.name}-{role}")
+        record = stored.get_study(store, spec.name)
+    if record.tuning_experiment is None:
+        return tuning_plan(spec, db=db, jobs=jobs)
+    return _unfinished(record.tuning_experiment, db, jobs)
+
+
+def link(spec: StudySpec, role: str, db: str | None) -> None:
+    """Link the phase's experiment (``tuning`` or ``confirmation``) to the study, once it exists."""
+    from expsvc.store import RunStore
+    from expsvc.store import studies as stored
+
+    with RunStore.open(db, create=False) as store:
+        stored.link(store, spec.name, role, f"{spec.name}-{role}")
+
+
+def choose(spec: StudySpec, *, db: str | None = None, jobs: int | None = None
+           ) -> tuple[Selection, RunPlan | None]:
+    """Once tuning is complete: the selection (stored the first time; a resumed study confirms the stored
+    choices) and the confirmation phase's plan (its unfinished runs when resumed; None when none is left)."""
+    from expsvc.store import RunStore, read
+    from expsvc.store import studies as stored
+
+    with RunStore.open(db, create=False) as store:
+        record = stored.get_study(store, spec.name)
+        if record.tuning_experiment is None:
+            raise ExpsvcError(f"study {spec.name!r} has no tuning runs; run it again with --resume {spec.name}")
+        exp = store.resolve_experiment(record.tuning_experiment)
+        selection = select(spec, read.records(store, experiment_ids=[exp.id], summary_keys=[spec.metric.field.key]))
+        if record.selection is None:
+            stored.set_selection(store, spec.name, selection.to_dict())
+        else:
+            selection.choices = [Choice(**c) for c in record.selection["choices"].values()]
+    if not selection.choices:
+        raise ExpsvcError("no optimizer has a grid point that finished every tuning seed; nothing to confirm")
+    if record.confirmation_experiment is not None:
+        return selection, _unfinished(record.confirmation_experiment, db, jobs)
+    return selection, confirmation_plan(spec, selection.choices, db=db, jobs=jobs)
+
+
+def finish(spec: StudySpec, store: Any) -> Any:
+    """Mark the study done; compare's result on the confirmation runs' test metrics (the test counterpart of
+    the selection metric, test loss and test accuracy, those measured)."""
+    from expsvc.analysis.compare import compare_experiments
+    from expsvc.store import read
+    from expsvc.store import studies as stored
+
+    stored.finish_study(store, spec.name)
+    exp = store.resolve_experiment(f"{spec.name}-confirmation")
+    known = read.summary_keys(store, [exp.id])
+    wanted = [spec.metric.field.key.replace("val_", "test_", 1), "test_loss", "test_accuracy"]
+    metrics = [k for k in dict.fromkeys(wanted) if k in known] or None
+    return compare_experiments(store, {exp.id: exp.name}, metrics=metrics)[0]
+
+
+def _unfinished(experiment: str, db: str | None, jobs: int | None) -> RunPlan | None:
+    """The plan of the unfinished runs of one of the study's experiments (None when every run ended)."""
+    from expsvc.runner.plan import from_store
+
+    plan = from_store(experiment, db=db, jobs=jobs)
+    return plan if plan.runs else None
+
+
+def run(spec: StudySpec, *, db: str | None = None, jobs: int | None = None, resuming: bool = False) -> Any:
+    """The whole study from Python (the CLI runs the same phases with progress bars): tuning, selection,
+    confirmation; returns the selection and compare's result."""
+    from expsvc.runner.plan import execute
+    from expsvc.store import RunStore
+
+    plan = start(spec, db=db, jobs=jobs, resuming=resuming)
+    try:
+        if plan is not None:
+            execute(plan)
+    finally:
+        link(spec, "tuning", db)
+    selection, plan = choose(spec, db=db, jobs=jobs)
+    try:
+        if plan is not None:
+            execute(plan)
+    finally:
+        link(spec, "confirmation", db)
+    with RunStore.open(db, create=False) as store:
+        return selection, finish(spec, store)
+
+
 def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in settings.items())
 
@@ -409,5 +511,6 @@ def _bad_text(p: Point) -> str:
     return ", ".join(x for x in parts if x) or "incomplete"
 
 
-__all__ = ["STUDY_DEFAULTS", "Choice", "Point", "Selection", "StudySpec", "check_select", "confirmation_plan",
-           "from_values", "points_of", "rule_text", "select", "select_metric", "tuning_plan", "validation_keys"]
+__all__ = ["STUDY_DEFAULTS", "Choice", "Point", "Selection", "StudySpec", "check_select", "choose", "confirmation_plan",
+           "finish", "from_values", "link", "points_of", "rule_text", "run", "select", "select_metric", "start",
+           "tuning_plan", "validation_keys"]
