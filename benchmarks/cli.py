@@ -60,13 +60,14 @@ print(json.dumps({"code": code, "seconds": seconds,
 """
 
 
-def default_job_subprocess(workdir: Path) -> dict[str, float]:
-    """One default job in a fresh, empty ``workdir``: ``{"seconds": wall incl. start-up, "rss_mb": peak}``."""
+def default_job_subprocess(workdir: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """One default job in a fresh, empty ``workdir``: ``{"seconds": wall incl. start-up, "rss_mb": peak}``;
+    ``extra`` flags are added to its command line (section 10: ``--eval-every 1 --val-split 0.2``)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     cmd = [sys.executable, "-c", _RSS_HELPER, *expsvc_command(), "run", "--opt", "mini_bgd", "--opt", "adamw",
-           "--seeds", "5", "-q"]
+           "--seeds", "5", "-q", *extra]
     proc = subprocess.run(cmd, cwd=workdir, env=_env(), capture_output=True, text=True, check=True)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     if got["code"] != 0:

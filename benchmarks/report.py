@@ -106,6 +106,11 @@ def targets(sections: dict[str, Any]) -> list[Target]:
     out.append(_target("G2b", "torch eager sequential (45 runs, est.) wall time ÷ expsvc grid jobs=1",
                        ratio(grid.get("torch eager sequential (45 × one run, est.)"), g1), 40.0, True))
     out += reportpage.targets(sections.get("9_report", {}), _target)
+    ev = sections.get("10_evaluation", {})
+    for key, how in (("E1", "subprocess"), ("E2", "in-process")):
+        res = ev.get(how, {})
+        out.append(_target(key, f"default job --eval-every 1 --val-split 0.2 ÷ without evaluation, wall time ({how})",
+                           ratio(res.get("--eval-every 1 --val-split 0.2"), res.get("no evaluation")), 1.15, False))
     out += tunestudy.targets(sections.get("11_tune", {}), _target)
     return out
 
@@ -261,6 +266,14 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         lines += [*_table(["", "seconds median [min–max]", "÷ one run"], _stats_rows(s8["stats"], "one run (R=1)")),
                   ""]
     lines += reportpage.markdown(sections.get("9_report"), _table)
+    s10 = sections.get("10_evaluation")
+    if s10:
+        lines += ["## 10. Per-epoch evaluation: the default job with `--eval-every 1 --val-split 0.2`, wall time", "",
+                  "Subprocess: `expsvc run --opt mini_bgd --opt adamw --seeds 5 -q [flags]` in an empty directory "
+                  "(start-up included); in-process: `expsvc.run(...)` into a fresh copy of a migrated store.", ""]
+        for how in ("subprocess", "in-process"):
+            lines += [f"**{how}**", "", *_table(["", "seconds median [min–max]", "÷ no evaluation"],
+                                                _stats_rows(s10[how], "no evaluation")), ""]
     lines += tunestudy.markdown(sections.get("11_tune"), _table)
     notes = meta.get("notes")
     if notes:

@@ -48,12 +48,12 @@ class _NoFlush:
         execute.StoreHooks.flush = self._original  # type: ignore[method-assign]
 
 
-def default_job(db_url: str, jobs: int) -> float:
-    """Wall seconds of the default job into ``db_url`` (in-process API call)."""
+def default_job(db_url: str, jobs: int, **extra: Any) -> float:
+    """Wall seconds of the default job into ``db_url`` (in-process API call; ``extra`` spec values added)."""
     import expsvc
 
     start = time.perf_counter()
-    result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db=db_url, jobs=jobs)
+    result = expsvc.run(optimizer=["mini_bgd", "adamw"], seeds=5, db=db_url, jobs=jobs, **extra)
     seconds = time.perf_counter() - start
     statuses = result.statuses()
     if statuses.get("failed") or statuses.get("interrupted"):

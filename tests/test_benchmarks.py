@@ -175,3 +175,14 @@ def test_tune_section(tmp_path: Path) -> None:
     assert section["stats"][tunestudy.CASE].median > 0
     assert {t.key: t.status for t in report.targets({"11_tune": section})}["U1"] == "PASS"
     assert "## 11. `expsvc tune tiny.toml`" in "\n".join(tunestudy.markdown(section, report._table))
+
+
+@pytest.mark.slow
+def test_evaluation_section() -> None:
+    """Section 10 runs its three contenders both ways and yields the E1/E2 targets."""
+    from benchmarks.evaluation import FLAGS, section_evaluation
+
+    out = section_evaluation(reps=1, warmup=False)
+    assert set(out["subprocess"]) == set(out["in-process"]) == set(FLAGS)
+    tgts = {t.key: t for t in report.targets({"10_evaluation": out})}
+    assert tgts["E1"].status in ("PASS", "MISS") and tgts["E2"].ratio is not None

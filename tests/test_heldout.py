@@ -247,3 +247,22 @@ def test_bad_targets_are_one_line(evaluated_store: tuple[str, dict[str, list[str
                                   message: str) -> None:
     res = _cli("compare", "--db", evaluated_store[0], "-e", "plain", "--target", target)
     assert res.exit_code == 2 and message in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_held_out_metrics_in_show_runs_plot(evaluated_store: tuple[str, dict[str, list[str]]],
+                                            tmp_path: Path) -> None:
+    url, ids = evaluated_store
+    shown = _cli("show", ids["eval"][0][:8], "--db", url)
+    assert shown.exit_code == 0 and "val_loss" in shown.stdout
+    assert "min (step/epoch)" in shown.stdout and "(epoch=" in shown.stdout
+    where = _cli("runs", "--db", url, "--where", "min(val_loss) > -1 and metrics.val_accuracy >= 0", "--json")
+    assert where.exit_code == 0 and {r["id"] for r in json.loads(where.stdout)} == set(ids["eval"] + ids["val-only"])
+    png = tmp_path / "val.png"
+    drawn = _cli("plot", "--db", url, "-e", "eval", "--metric", "val_accuracy", "--out", str(png))
+    assert drawn.exit_code == 0 and png.stat().st_size > 10_000 and "2 groups, 4 runs" in drawn.stdout
+    refused = _cli("plot", "--db", url, "-e", "plain", "--metric", "test_accuracy", "--out", str(tmp_path / "x.png"))
+    assert refused.exit_code == 2 and "stored only as a final value" in refused.stderr
+    assert not (tmp_path / "x.png").exists()
+    best = _cli("compare", "--db", url, "-e", "eval", "-m", "min(val_loss)", "-m", "val_loss", "-f", "json")
+    labels = [m["label"] for m in json.loads(best.stdout)["metrics"]]
+    assert labels == ["best-epoch (min) val loss", "final val loss"]

@@ -204,7 +204,7 @@ class Target:
     threshold: float
 
     def __str__(self) -> str:
-        return f"{self.key} {self.op} {self.threshold:g}"
+        return f"{self.key[:100]} {self.op} {self.threshold:g}"
 
     def first(self, values: Sequence[float]) -> int | None:
         """The index of the first value where the target holds (NaN never holds), or None."""
@@ -266,7 +266,7 @@ def target_metrics(store: Any, runs: Sequence[RunRecord], target: Target, known:
 
     Refuses, in one line, a metric no run has, and one stored only as a final value (no history to search)."""
     if target.key not in known:
-        raise CompareError(f"--target {str(target)!r}: no run of this experiment has the metric {target.key!r}"
+        raise CompareError(f"--target {str(target)!r}: no run of this experiment has the metric {target.key[:100]!r}"
                            f"{did_you_mean(target.key, known)}; known: {', '.join(known)}")
     ids = [r.id for r in runs]
     histories = store.histories(ids, target.key)

@@ -1,4 +1,5 @@
-"""``expsvc plot``: loss curves per group (mean, 95 % t band, faint seeds) and a run's predictions.
+"""``expsvc plot``: loss curves per group (mean, 95 % t band, faint seeds) — or any stored history's, such
+as the held-out ``val_loss`` per epoch — and a run's predictions.
 
 matplotlib is imported inside the drawing functions, with the Agg backend, so the CLI starts fast.
 """
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from expsvc.errors import ExpsvcError
+from expsvc.store.vocab import LOSS_KEY, is_epoch_key
 
 X_AXES = ("update", "epoch")
 KINDS = ("loss", "predictions")
@@ -163,7 +165,7 @@ def _style(i: int, n: int) -> tuple[Any, str]:
 
 
 def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = "update", log_y: bool = False,
-                     smooth: float = 0.0, title: str | None = None) -> PlotInfo:
+                     smooth: float = 0.0, title: str | None = None, metric: str = LOSS_KEY) -> PlotInfo:
     """One curve per group: the mean over its runs with a 95 % t band, and a faint line per run.
 
     Honest when runs stop early: a finished run (converged, or all epochs done) holds its last value, so every
@@ -173,6 +175,10 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
     ``smooth`` in [0, 1) applies TensorBoard's debiased EMA to each run before averaging, the raw mean drawn
     faint.  ``x="epoch"`` plots each run's loss averaged over the steps of each epoch.  Warnings raised while
     drawing are caught (listed in ``PlotInfo.warnings``), never printed.
+
+    ``metric`` names the history drawn: ``loss`` (per update) or an evaluation history (``val_loss``,
+    ``test_accuracy``..., stored by epoch with ``--eval-every``): those are drawn as stored on an epoch axis
+    (``x="update"``: at epoch × updates per epoch), a stopped run holding its final evaluation.
     """
     import warnings
 
@@ -181,16 +187,33 @@ def plot_loss_curves(groups: Sequence[CurveGroup], out: str | Path, *, x: str = 
     if not 0 <= smooth < 1:
         raise PlotError(f"--smooth {smooth!r}: allowed: a weight from 0 (none) up to, not including, 1 (e.g. 0.9)")
     if not any(g.histories for g in groups):
-        raise PlotError("nothing to plot: no run of these groups has a loss history")
+        raise PlotError(f"nothing to plot: no run of these groups has a {metric} history")
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
-        info = _draw_curves(groups, Path(out), x, log_y, smooth, title)
+        info = _draw_curves(groups, Path(out), x, log_y, smooth, title, metric)
     info.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     return info
 
 
+def _series(g: CurveGroup, x: str, by_epoch: bool, notes: list[str]) -> dict[str, History]:
+    """Each run's points on the x axis: the per-step loss per update or averaged per epoch; an evaluation
+    history (``by_epoch``) as stored by epoch, or at epoch × updates per epoch on the update axis."""
+    series: dict[str, History] = {}
+    for rid, (s, v) in g.histories.items():
+        spe = g.steps_per_epoch.get(rid)
+        if by_epoch:
+            series[rid] = ((s * spe).astype(float) if x == "update" and spe else s.astype(float), v)
+        elif x == "epoch" and spe:
+            series[rid] = per_epoch(s, v, spe)
+        else:
+            if x == "epoch":
+                notes.append(f"{g.label}: run {rid[:8]} has no steps per epoch; drawn per update")
+            series[rid] = (s.astype(float), v)
+    return series
+
+
 def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, smooth: float,
-                 title: str | None) -> PlotInfo:
+                 title: str | None, metric: str = LOSS_KEY) -> PlotInfo:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,26 +230,20 @@ def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, s
     for g in groups:
         if not g.histories:
             info.notes.append(f"{g.label}: no history")
+    by_epoch = is_epoch_key(metric)
     for i, g in enumerate(drawn):
         color, dash = _style(i, len(drawn))
-        series: dict[str, History] = {}
-        for rid, (s, v) in g.histories.items():
-            spe = g.steps_per_epoch.get(rid)
-            if x == "epoch" and spe:
-                series[rid] = per_epoch(s, v, spe)
-            else:
-                if x == "epoch":
-                    info.notes.append(f"{g.label}: run {rid[:8]} has no steps per epoch; drawn per update")
-                series[rid] = (s.astype(float), v)
+        series = _series(g, x, by_epoch, info.notes)
         for s, v in series.values():
             shown = ema(v, smooth)
             ax.plot(s, np.where(shown > 0, shown, np.nan) if log_y else shown, color=color, alpha=0.15,
                     linewidth=0.7, linestyle=dash)
             info.lines += 1
-        curve = mean_curve(g, series, per_update=x == "update", log_y=log_y, smooth=smooth)
+        per_update = x == "update" and not by_epoch
+        curve = mean_curve(g, series, per_update=per_update, log_y=log_y, smooth=smooth)
         xs, centre, n = curve.xs, curve.centre, curve.runs
         if smooth:
-            raw = mean_curve(g, series, per_update=x == "update", log_y=log_y).centre
+            raw = mean_curve(g, series, per_update=per_update, log_y=log_y).centre
             ax.plot(xs, raw, color=color, alpha=0.35, linewidth=0.9, linestyle=dash)
         full = curve.count == n
         ax.plot(xs, np.where(full, centre, np.nan), color=color, linewidth=2, linestyle=dash,
@@ -247,9 +264,13 @@ def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, s
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("epoch" if x == "epoch" else "update (optimizer step)")
-    what = "training loss, mean over each epoch's steps" if x == "epoch" else "training loss (per step)"
+    if by_epoch:
+        what = f"{metric}, evaluated at the end of epochs"
+    else:
+        what = "training loss, mean over each epoch's steps" if x == "epoch" else "training loss (per step)"
     ax.set_ylabel(what + (" (log scale)" if log_y else ""))
-    ax.set_title(title or "Training loss: mean and 95 % t interval over seeds", fontsize=10)
+    ax.set_title(title or f"{'Training loss' if not by_epoch else metric}: mean and 95 % t interval over seeds",
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
     if outside:  # below the axes, in columns: never over the curves
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.13), borderaxespad=0, ncol=ncol,
@@ -258,7 +279,7 @@ def _draw_curves(groups: Sequence[CurveGroup], out: Path, x: str, log_y: bool, s
         ax.legend(fontsize="small", loc="best")
     centre_text = ("geometric mean; band: 95 % Student-t interval of the mean log loss" if log_y else
                    "mean; band: 95 % Student-t interval of the mean")
-    level = "its last epoch's mean" if x == "update" else "its last value"
+    level = "its last epoch's mean" if x == "update" and not by_epoch else "its last value"
     caption = (f"Line: {centre_text} over the group's runs. A run that stopped early (converged, dot) holds {level}, "
                f"so each point averages all the runs in the legend; dashed: fewer runs (diverged or failed ones "
                f"end). Faint: single runs" + (f"; every curve smoothed by a debiased EMA of weight {smooth:g} (as "

@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from expsvc.analysis.keys import fmt_value
+from expsvc.store.vocab import is_epoch_key
+
+EPOCH_AT = "epoch="
 
 if TYPE_CHECKING:  # annotations only: ``runs`` must not import compare (numpy, scipy) through here
     from expsvc.analysis.compare import CompareResult, GroupResult
@@ -353,12 +356,20 @@ def show_text(d: RunDetails, width: int | None = None) -> list[str]:
     series = {k: v for k, v in d.summaries.items() if v["count"] != 1}
     single = {k: v for k, v in d.summaries.items() if v["count"] == 1}
     if series:
-        rows = [[key, fmt(v["first"]), fmt(v["last"]), f"{fmt(v['min'])} ({fmt(v['min_step'])})",
-                 f"{fmt(v['max'])} ({fmt(v['max_step'])})", fmt(v["mean"]), str(v["count"]), str(v["nan_count"])]
+        # evaluation histories are indexed by epoch, the loss by update: each extreme says which it is
+        # ("(epoch=5)": one word, so a narrow table wraps it as one)
+        epochs = any(is_epoch_key(k) for k in series)
+        where = "step/epoch" if epochs else "step"
+
+        def at(key: str, step: Any) -> str:
+            return f"({EPOCH_AT if is_epoch_key(key) else ''}{fmt(step)})"
+
+        rows = [[key, fmt(v["first"]), fmt(v["last"]), f"{fmt(v['min'])} {at(key, v['min_step'])}",
+                 f"{fmt(v['max'])} {at(key, v['max_step'])}", fmt(v["mean"]), str(v["count"]), str(v["nan_count"])]
                 for key, v in series.items()]
-        out.append(text_table(("series", "first", "last", "min (step)", "max (step)", "mean", "count", "NaN"),
+        out.append(text_table(("series", "first", "last", f"min ({where})", f"max ({where})", "mean", "count", "NaN"),
                               rows, frozenset({"first", "last", "mean", "count", "NaN"}), width=width,
-                              wrap={"series": None, "min (step)": None, "max (step)": None}))
+                              wrap={"series": None, f"min ({where})": None, f"max ({where})": None}))
     if single:
         rows = [[key, fmt(v["last"])] for key, v in single.items()]
         out += fit_table(("metric", "value"), rows, width=width, wrap={"metric": None})[0]

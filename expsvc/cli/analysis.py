@@ -143,14 +143,29 @@ def show(
     typer.echo("\n".join(render.show_text(details, width=output_width(wide))))
 
 
-def _curves(store: Any, groups: list[Any]) -> list[Any]:
+def _curves(store: Any, groups: list[Any], key: str = "loss") -> list[Any]:
     from expsvc.analysis.plots import CurveGroup
     from expsvc.store import read
 
-    hist = read.histories(store, [r.id for g in groups for r in g.runs], "loss")
-    return [CurveGroup(g.label, {r.id: hist[r.id]["loss"] for r in g.runs if r.id in hist},
+    hist = read.histories(store, [r.id for g in groups for r in g.runs], key)
+    return [CurveGroup(g.label, {r.id: hist[r.id][key] for r in g.runs if key in hist.get(r.id, {})},
                        {r.id: r.steps_per_epoch for r in g.runs}, g.count("diverged"),
                        {r.id: r.status for r in g.runs}) for g in groups]
+
+
+def _check_history(store: Any, records: list[Any], key: str) -> None:
+    """Refuse, in one line, a ``--metric`` that these runs do not store as a history."""
+    from expsvc.errors import did_you_mean
+
+    ids = [r.id for r in records]
+    if store.point_counts(ids, key):
+        return
+    summaries = store.summaries(ids)
+    known = sorted({k for keys in summaries.values() for k, s in keys.items() if (s.get("count") or 0) > 1})
+    stored = any(key in keys for keys in summaries.values())
+    why = "is stored only as a final value, not as a history (run with --eval-every N to record it per epoch)" \
+        if stored else f"is not a history of these runs{did_you_mean(key, known)}"
+    fail(f"--metric {key[:100]!r} {why}; histories: {', '.join(known)}")
 
 
 def _by(by: str | None) -> list[str] | None:
@@ -245,13 +260,17 @@ def plot(
     smooth: Annotated[float, typer.Option("--smooth", help="Smooth each curve with TensorBoard's debiased EMA "
                                                            "of this weight, 0 (none) to <1, e.g. 0.9; the raw "
                                                            "mean stays faint.")] = 0.0,
+    metric: Annotated[str, typer.Option(
+        "--metric", "-m", help="The history to draw: loss (per update), or one stored by epoch with --eval-every "
+        "such as val_loss, val_accuracy, test_loss, train_accuracy (drawn on an epoch axis).")] = "loss",
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
                                                                 "predictions.png).", metavar="FILE")] = None,
     force: ForceOption = False,
     study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
-    """Draw loss curves (mean, 95 % band, faint seeds) or a run's predictions and decision boundary."""
+    """Draw loss curves (mean, 95 % band, faint seeds) — or another stored history's, such as the held-out
+    val_loss per epoch — or a run's predictions and decision boundary."""
     from expsvc.analysis import plots
 
     if kind not in plots.KINDS:
@@ -292,9 +311,11 @@ def plot(
         cmp.resolve_params(records)
         groups = cmp.group_runs(records, keys)
         cmp.check_grouping(groups, keys, pool)  # one band per configuration, or pooled only when asked
-        curves = _curves(store, groups)
-        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y, smooth=smooth,
-                                      title=f"{exp_name}: training loss, mean and 95 % t band")
+        _check_history(store, records, metric)
+        curves = _curves(store, groups, metric)
+        what = "training loss" if metric == "loss" else metric
+        info = plots.plot_loss_curves(curves, target, x=x, log_y=log_y, smooth=smooth, metric=metric,
+                                      title=f"{exp_name}: {what}, mean and 95 % t band")
     for note in info.notes:
         typer.echo(f"note: {note}", err=True)
     for g in groups:

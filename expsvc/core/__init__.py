@@ -11,7 +11,7 @@ from expsvc.core.metric import Metric
 from expsvc.core.optim import Optimizer, Scheduler
 from expsvc.core.params import ParamBuffer, Parameter
 from expsvc.core.rng import ReplicaRandom, component_roots, replica_streams
-from expsvc.core.train import Trainer, TrainHooks, TrainResult, evaluate, evaluate_splits, predict
+from expsvc.core.train import SplitEvaluator, Trainer, TrainHooks, TrainResult, evaluate, evaluate_splits, predict
 
 __all__ = [
     "DataSplit",
@@ -27,6 +27,7 @@ __all__ = [
     "Scheduler",
     "Sequential",
     "ShapeError",
+    "SplitEvaluator",
     "TrainHooks",
     "TrainResult",
     "Trainer",

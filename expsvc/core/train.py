@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +27,9 @@ HISTORY_START = 4096
 
 Evaluation = dict[str, dict[str, np.ndarray]]
 """Split (``train``, ``val``, ``test``) → metric (``loss``, ``accuracy``...) → one value per replica."""
+
+EVAL_BUFFER_BYTES = 32 * 2**20
+"""Outputs of per-epoch evaluations buffered before they are scored as one batch (see :meth:`Trainer.score_pending`)."""
 
 FINISHED = "finished"
 DIVERGED = "diverged"
@@ -92,11 +95,13 @@ class Trainer:
         shuffle: bool = False,
         scheduler: Scheduler | None = None,
         eval_every: int = 0,
-        evaluator: Callable[[], Evaluation] | None = None,
+        evaluator: SplitEvaluator | None = None,
     ) -> None:
         assert model.buffer is not None, "build the model first"
         self.eval_every = int(eval_every) if evaluator is not None else 0
         self.evaluator = evaluator
+        self._evaluations: list[tuple[int, np.ndarray, np.ndarray, float]] = []  # outputs not scored yet
+        self._evaluation_bytes = 0
         self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
         self.data = data
         self.order_rngs = list(order_rngs)
@@ -154,14 +159,31 @@ class Trainer:
         self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
 
     def _evaluate(self, hooks: TrainHooks, done: int) -> None:
-        """Evaluate every replica at once (eval mode) and hand the rows whose parameters are their own now —
-        still training, or stopped by ``tol`` this epoch (a diverged replica's snapshot is not the live
-        buffer) — to ``hooks.evaluated``."""
+        """Evaluate every replica at once (eval mode) for the rows whose parameters are their own now — still
+        training, or stopped by ``tol`` this epoch (a diverged replica's snapshot is not the live buffer).
+        Only the forward pass runs now; the outputs are scored in batches (:meth:`score_pending`), before each flush
+        or when they hold :data:`EVAL_BUFFER_BYTES`."""
         rows = self.active | (self.converged & (self.epochs_run == done))
         if rows.any():
             seconds = time.perf_counter() - self._started
             assert self.evaluator is not None
-            hooks.evaluated(done, self.evaluator(), rows, seconds)
+            out = self.evaluator.outputs()
+            self._evaluations.append((done, out, rows.copy(), seconds))
+            self._evaluation_bytes += out.nbytes
+            if self._evaluation_bytes >= EVAL_BUFFER_BYTES:
+                self.score_pending(hooks)
+
+    def score_pending(self, hooks: TrainHooks) -> None:
+        """Score the buffered evaluations in one batch and hand each to ``hooks.evaluated``, in epoch order."""
+        if not self._evaluations:
+            return
+        assert self.evaluator is not None
+        pending, self._evaluations, self._evaluation_bytes = self._evaluations, [], 0
+        values = self.evaluator.score([out for _, out, _, _ in pending])
+        r = self.model.replicas
+        for i, (done, _, rows, seconds) in enumerate(pending):
+            one = {split: {k: v[i * r : (i + 1) * r] for k, v in metrics.items()} for split, metrics in values.items()}
+            hooks.evaluated(done, one, rows, seconds)
 
     def _grow(self, needed: int) -> np.ndarray:
         """Enlarge the history to hold ``needed`` steps (at least doubling, at most every step of the run)."""
@@ -237,6 +259,7 @@ class Trainer:
                     if step % 64 == 0 and (
                         step % flush_every == 0 or time.monotonic() - last_flush >= hooks.flush_seconds
                     ):
+                        self.score_pending(hooks)
                         hooks.flush(hist, self.counts)
                         last_flush = time.monotonic()
                 if not self._n_active:
@@ -259,6 +282,7 @@ class Trainer:
         buf.value[...] = self.final
         buf.state[...] = self.final_state
         counts = self.counts
+        self.score_pending(hooks)
         hooks.flush(hist, counts)
         hist = hist[:, : int(counts.max(initial=0))]
         for r, count in enumerate(counts.tolist()):
@@ -279,41 +303,66 @@ PREDICT_CHUNK = 2048
 """Samples per forward pass in :func:`predict` (a convolution's gathered windows grow with the batch)."""
 
 
-def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
-    ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
+def forward_eval(model: Sequential, x: np.ndarray) -> np.ndarray:
+    """Outputs ``(R, N, O)`` of every replica for shared inputs ``x`` of shape ``(N, *in_shape)``, in eval mode
+    (``train=False``: dropout off, batch norm on its running statistics)."""
     assert model.buffer is not None
     x = np.asarray(x, dtype=model.buffer.dtype)
     with np.errstate(all="ignore"):
         if len(x) <= PREDICT_CHUNK:
-            out = model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
-        else:  # eval mode treats samples independently: chunks bound the memory of image layers' windows
-            chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
-            out = np.concatenate(
-                [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1
-            )
+            return model.forward(np.broadcast_to(x, (model.replicas, *x.shape)), train=False)
+        # eval mode treats samples independently: chunks bound the memory of image layers' windows
+        chunks = [x[s : s + PREDICT_CHUNK] for s in range(0, len(x), PREDICT_CHUNK)]
+        return np.concatenate(
+            [model.forward(np.broadcast_to(c, (model.replicas, *c.shape)), train=False) for c in chunks], axis=1)
+
+
+def predict(model: Sequential, loss: Loss, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs ``(R, N, O)`` and predictions of every replica for shared inputs ``x`` of shape
+    ``(N, *in_shape)``, in eval mode (``train=False``: dropout off, batch norm on its running statistics)."""
+    out = forward_eval(model, x)
+    with np.errstate(all="ignore"):
         return out, loss.predict(out)
 
 
-def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]
-                    ) -> Callable[[], Evaluation]:
-    """A function evaluating the loss and each metric on every split of ``data`` (train, validation when
-    there is one, test) for all replicas at once: ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ...}``.
+class SplitEvaluator:
+    """Loss and each metric on every split of a dataset (train, validation when there is one, test) for all
+    replicas at once: calling it gives ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ..., "test": ...}``.
 
-    Evaluation may run every epoch, so its fixed costs are paid here, once: the inputs of all splits are cast to
-    the model's dtype and joined, and each evaluation is one forward pass over them (eval mode treats samples
-    independently, so this equals a pass per split: :func:`predict`), then the loss and the metrics per split."""
-    assert model.buffer is not None
-    splits = data.splits()
-    x_all = np.concatenate([np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()])
-    bounds = np.cumsum([0, *(len(x) for x, _ in splits.values())]).tolist()
-    sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
+    Evaluation may run every epoch, so it is built for that.  The inputs of all splits are cast and joined once,
+    here; :meth:`outputs` is one forward pass over them (eval mode treats samples independently, so this equals
+    a pass per split).  :meth:`score` turns the outputs of *several* evaluations into their losses and metrics
+    with one call of the loss and of each metric per split: the evaluations are stacked on the replica axis,
+    along which nothing mixes, so each row's numbers are those of evaluating it alone (the trainer buffers
+    the outputs of the epochs between two flushes and scores them together)."""
 
-    def run() -> Evaluation:
-        out, pred = predict(model, loss, x_all)
-        return {split: scores(model, loss, out[:, a:b], pred[:, a:b], y, metrics) for split, a, b, y in sets}
+    def __init__(self, model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> None:
+        assert model.buffer is not None
+        self.model, self.loss, self.metrics = model, loss, metrics
+        splits = data.splits()
+        self.x = np.concatenate([np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()])
+        bounds = np.cumsum([0, *(len(x) for x, _ in splits.values())]).tolist()
+        self.sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
 
-    return run
+    def outputs(self) -> np.ndarray:
+        """The model's outputs on every split's inputs, joined: ``(R, N_total, ...)`` (a fresh array)."""
+        return forward_eval(self.model, self.x)
+
+    def score(self, outputs: Sequence[np.ndarray]) -> Evaluation:
+        """The losses and metrics of evaluations ``outputs`` (each from :meth:`outputs`): every value array
+        holds the rows of the first evaluation, then of the second...: ``(len(outputs) × R,)``."""
+        out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        with np.errstate(all="ignore"):
+            pred = self.loss.predict(out)
+        return {split: scores(self.loss, out[:, a:b], pred[:, a:b], y, self.metrics) for split, a, b, y in self.sets}
+
+    def __call__(self) -> Evaluation:
+        return self.score([self.outputs()])
+
+
+def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> SplitEvaluator:
+    """The :class:`SplitEvaluator` of ``model`` on ``data``."""
+    return SplitEvaluator(model, loss, data, metrics)
 
 
 def evaluate(
@@ -321,13 +370,13 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """Loss and each metric on ``(x, y)``, one value per replica."""
     out, pred = predict(model, loss, x)
-    return scores(model, loss, out, pred, y, metrics)
+    return scores(loss, out, pred, y, metrics)
 
 
-def scores(model: Sequential, loss: Loss, out: np.ndarray, pred: np.ndarray, y: np.ndarray,
+def scores(loss: Loss, out: np.ndarray, pred: np.ndarray, y: np.ndarray,
            metrics: dict[str, object]) -> dict[str, np.ndarray]:
-    """Loss and each metric from a forward pass's outputs ``(R, N, ...)`` and predictions, one per replica."""
-    r = model.replicas
+    """Loss and each metric from a forward pass's outputs ``(R, N, ...)`` and predictions, one per row."""
+    r = out.shape[0]
     target = y if y.dtype.kind in "iu" else np.asarray(y, dtype=out.dtype)
     with np.errstate(all="ignore"):
         result = {"loss": np.asarray(loss.forward(out, np.broadcast_to(target, (r, *target.shape))), float)}

@@ -154,9 +154,8 @@ class StoreHooks(TrainHooks):
     def flush_evaluations(self) -> None:
         by_key = self.pending.chunks(self.task.run_ids)
         if by_key:
-            with held_interrupts(), self.store.batch():
-                for key, chunks in by_key.items():
-                    self.store.append_history(key, chunks)
+            with held_interrupts():
+                self.store.append_histories(by_key)
 
     def flush(self, history: np.ndarray, counts: np.ndarray) -> None:
         chunks = [
@@ -285,4 +284,5 @@ def _salvage(store: Any, trainer: Trainer | None, hooks: StoreHooks | None) -> N
     if trainer is None or hooks is None:
         return
     with contextlib.suppress(ExpsvcError, SQLAlchemyError, OSError):  # a store failure: the original error wins
+        trainer.score_pending(hooks)  # evaluations buffered since the last flush
         hooks.flush(trainer.history, trainer.counts)

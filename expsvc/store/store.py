@@ -17,7 +17,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -550,60 +550,77 @@ class RunStore:
         Each ``(run_id, first_step, values)`` becomes one chunk row (:mod:`expsvc.store.history`); steps that a
         run already has for ``key`` are refused.
         """
+        self.append_histories({key: chunks})
+
+    def append_histories(self, by_key: Mapping[str, Sequence[tuple[str, int, np.ndarray]]]) -> None:
+        """:meth:`append_history` for several metrics in one transaction and a fixed number of statements
+        (one summaries read, one chunk insert, one summaries write, one heartbeat), however many metrics:
+        the per-epoch evaluation writes about fifteen at each flush."""
         import numpy as np
 
         from expsvc.store import history
 
-        storable(key, "metric name")
-        parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
-        for run_id, first_step, raw in chunks:
-            values = np.asarray(raw, dtype=np.float64)
-            if values.ndim > 1:
-                raise StoreError(f"history values must be 1-D, got shape {values.shape} for run {run_id}")
-            values = values.reshape(-1)
-            if values.size == 0:
-                continue
-            first = int(first_step)
-            try:
-                history.check_steps(first, values.size)
-            except ValueError as err:
-                raise StoreError(str(err)) from None
-            steps = np.arange(first, first + values.size, dtype=np.int64)
-            parsed.append((run_id, steps, values, np.isnan(values)))
-        if not parsed:
+        parsed_by_key: dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for key, chunks in by_key.items():
+            storable(key, "metric name")
+            parsed: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+            for run_id, first_step, raw in chunks:
+                values = np.asarray(raw, dtype=np.float64)
+                if values.ndim > 1:
+                    raise StoreError(f"history values must be 1-D, got shape {values.shape} for run {run_id}")
+                values = values.reshape(-1)
+                if values.size == 0:
+                    continue
+                first = int(first_step)
+                try:
+                    history.check_steps(first, values.size)
+                except ValueError as err:
+                    raise StoreError(str(err)) from None
+                steps = np.arange(first, first + values.size, dtype=np.int64)
+                parsed.append((run_id, steps, values, np.isnan(values)))
+            if parsed:
+                parsed_by_key[key] = parsed
+        if not parsed_by_key:
             return
-        run_ids = list(dict.fromkeys(run_id for run_id, *_ in parsed))
-        shown = ", ".join(run_id[:8] for run_id in run_ids)
+        keys = list(parsed_by_key)
+        run_ids = list(dict.fromkeys(run_id for parsed in parsed_by_key.values() for run_id, *_ in parsed))
+        shown, what = ", ".join(run_id[:8] for run_id in run_ids), ", ".join(map(repr, keys))
         try:
             with self._tx() as conn:
-                states = self._load_summaries(conn, run_ids, key)
-                clashing = self._clashing_steps(conn, key, parsed, states)
-                if clashing:
-                    shown = ", ".join(run_id[:8] for run_id in clashing)
-                    raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})")
+                loaded = self._load_summaries(conn, run_ids, keys)
+                states_by_key: dict[str, dict[str, history.SummaryState]] = {}
+                for key, parsed in parsed_by_key.items():
+                    states = {run_id: state for (run_id, k), state in loaded.items() if k == key}
+                    clashing = self._clashing_steps(conn, key, parsed, states)
+                    if clashing:
+                        shown = ", ".join(run_id[:8] for run_id in clashing)
+                        raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})")
+                    states_by_key[key] = states
                 conn.execute(_chunk_table.insert(), [
                     {"run_id": run_id, "key": key, "first_step": int(steps[0]), "count": int(steps.size),
                      "data": history.encode(values)}
-                    for run_id, steps, values, _ in parsed
+                    for key, parsed in parsed_by_key.items() for run_id, steps, values, _ in parsed
                 ])  # fmt: skip
-                for run_id, steps, values, nan in parsed:
-                    states.setdefault(run_id, history.SummaryState(None)).add(steps, values, nan)
-                for run_id, state in list(states.items()):
-                    if state.recompute:
-                        steps, values = self._history_in(conn, run_id, key)
-                        fresh = history.SummaryState(None)
-                        fresh.exists = state.exists
-                        fresh.add(steps, values, np.isnan(values))
-                        states[run_id] = fresh
-                self._write_summaries(conn, key, states)
+                for key, parsed in parsed_by_key.items():
+                    states = states_by_key[key]
+                    for run_id, steps, values, nan in parsed:
+                        states.setdefault(run_id, history.SummaryState(None)).add(steps, values, nan)
+                    for run_id, state in list(states.items()):
+                        if state.recompute:  # out of order: from the stored history (the new chunks included)
+                            steps, values = self._history_in(conn, run_id, key)
+                            fresh = history.SummaryState(None)
+                            fresh.exists = state.exists
+                            fresh.add(steps, values, np.isnan(values))
+                            states[run_id] = fresh
+                self._write_summaries(conn, states_by_key)
                 now = utcnow()
                 for ids in _chunks(run_ids):
                     conn.execute(_runs.update().where(_runs.c.id.in_(ids)).values(heartbeat_at=now))
         except exc.IntegrityError as err:
             message = str(err.orig).lower()
             if "unique" in message or "duplicate" in message:
-                raise StoreError(f"history for metric {key!r} already has some of these steps (runs {shown})") from None
-            raise StoreError(f"cannot append history for metric {key!r}: unknown run among {shown}") from None
+                raise StoreError(f"history for metric {what} already has some of these steps (runs {shown})") from None
+            raise StoreError(f"cannot append history for metric {what}: unknown run among {shown}") from None
 
     def _clashing_steps(
         self,
@@ -639,25 +656,26 @@ class RunStore:
                 clashing.append(run_id)
         return clashing
 
-    def _load_summaries(self, conn: sa.Connection, run_ids: list[str], key: str) -> dict[str, history.SummaryState]:
+    def _load_summaries(self, conn: sa.Connection, run_ids: list[str],
+                        keys: list[str]) -> dict[tuple[str, str], history.SummaryState]:
+        """The stored summaries of ``keys`` for ``run_ids``, by (run id, key) (locked for update on servers)."""
         from expsvc.store import history
 
-        states: dict[str, history.SummaryState] = {}
+        states: dict[tuple[str, str], history.SummaryState] = {}
         for ids in _chunks(run_ids):
-            query = sa.select(_summaries).where(_summaries.c.run_id.in_(ids), _summaries.c.key == key)
+            query = sa.select(_summaries).where(_summaries.c.run_id.in_(ids), _summaries.c.key.in_(keys))
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update()
             for row in conn.execute(query):
-                states[row.run_id] = history.SummaryState(row)
+                states[(row.run_id, row.key)] = history.SummaryState(row)
         return states
 
-    def _write_summaries(self, conn: sa.Connection, key: str, states: dict[str, history.SummaryState]) -> None:
-        inserts = [
-            {"run_id": run_id, "key": key, **state.row()} for run_id, state in states.items() if not state.exists
-        ]
-        updates = [
-            {"b_run_id": run_id, "b_key": key, **state.row()} for run_id, state in states.items() if state.exists
-        ]
+    def _write_summaries(self, conn: sa.Connection,
+                         by_key: dict[str, dict[str, history.SummaryState]]) -> None:
+        inserts = [{"run_id": run_id, "key": key, **state.row()}
+                   for key, states in by_key.items() for run_id, state in states.items() if not state.exists]
+        updates = [{"b_run_id": run_id, "b_key": key, **state.row()}
+                   for key, states in by_key.items() for run_id, state in states.items() if state.exists]
         if inserts:
             conn.execute(_summaries.insert(), inserts)
         if updates:
