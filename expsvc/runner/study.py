@@ -19,6 +19,7 @@ smaller learning rate, then to the first point in grid order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import secrets
 import time
@@ -49,6 +50,8 @@ STUDY_KEYS = ("tune_seeds", "select")
 """Keys of a study that an experiment does not have."""
 SINGLE_KEYS = tuple(k for k in GRID_KEYS if k not in ("optimizer", "lr"))
 """Keys that take one value in a study: its grid is over the optimizers and their hyper-parameters."""
+MAX_NAME = 180
+"""Longest study name: its experiments are NAME-tuning and NAME-confirmation (experiment names hold 200)."""
 TIE_RULE = "equal means go to the smaller learning rate, then to the first point in grid order"
 
 
@@ -123,8 +126,9 @@ class StudySpec:
 
     def entry_of(self, config: RunConfig) -> str | None:
         """The optimizer entry a tuning configuration belongs to."""
-        return self._entries().get(config.optimizer)
+        return self._entries.get(config.optimizer)
 
+    @functools.cached_property
     def _entries(self) -> dict[ComponentSpec, str]:
         out: dict[ComponentSpec, str] = {}
         for text in self.optimizers:
@@ -181,8 +185,9 @@ def from_values(values: dict[str, Any], source: str = "study") -> StudySpec:
     if merged.get("val_split") == 0:
         raise _fail("val_split", 0, "a fraction 0 < F < 1: a study selects on validation data")
     name = merged.pop("name", None) or f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    if not isinstance(name, str) or not name.strip():
-        raise _fail("name", name, "a non-empty string")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise _fail("name", name if len(str(name)) <= 60 else f"{str(name)[:40]}...",
+                    f"a non-empty string of at most {MAX_NAME} characters")
     tuning = ExperimentSpec.from_dict({**merged, "optimizer": optimizers, "seeds": tune_seeds,
                                        "name": f"{name}-tuning"}, source=source)
     for key in SINGLE_KEYS:
