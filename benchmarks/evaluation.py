@@ -15,14 +15,13 @@ migrated store (training, evaluation and store writes without the start-up: E2, 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.cli import default_job_subprocess
 from benchmarks.timing import interleaved
-from benchmarks.tracking import _template, default_job
+from benchmarks.tracking import default_job, fresh_stores
 
 FLAGS: dict[str, tuple[str, ...]] = {
     "no evaluation": (),
@@ -39,13 +38,8 @@ def section_evaluation(reps: int, warmup: bool = True) -> dict[str, Any]:
     """Wall seconds of the default job with and without per-epoch evaluation, by subprocess and in-process."""
     with tempfile.TemporaryDirectory(prefix="expsvc-bench-") as name:
         tmp = Path(name)
-        template = _template(tmp)
+        fresh = fresh_stores(tmp)
         counter = iter(range(10**6))
-
-        def fresh() -> str:
-            path = tmp / f"job-{next(counter)}.db"
-            shutil.copyfile(template, path)
-            return f"sqlite:///{path}"
 
         def command(flags: tuple[str, ...]) -> float:
             return default_job_subprocess(tmp / f"cli-{next(counter)}", flags)["seconds"]

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ def _template(tmp: Path) -> Path:
     if not path.exists():
         RunStore.open(f"sqlite:///{path}", create=True).close()
     return path
+
+
+def fresh_stores(tmp: Path) -> Callable[[], str]:
+    """A function returning the URL of a new copy of one migrated store in ``tmp`` at every call."""
+    template = _template(tmp)
+    counter = iter(range(10**6))
+
+    def fresh() -> str:
+        path = tmp / f"job-{next(counter)}.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    return fresh
 
 
 class _NoFlush:
@@ -65,14 +79,7 @@ def section_logging(reps: int, jobs_list: tuple[int, ...] = (1, 2)) -> dict[str,
     """Wall time of the default job with history logging on and off, per ``jobs``; rows written."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="expsvc-bench-") as name:
-        tmp = Path(name)
-        template = _template(tmp)
-        counter = iter(range(10**6))
-
-        def fresh() -> str:
-            path = tmp / f"job-{next(counter)}.db"
-            shutil.copyfile(template, path)
-            return f"sqlite:///{path}"
+        fresh = fresh_stores(Path(name))
 
         def on(jobs: int) -> float:
             return default_job(fresh(), jobs)

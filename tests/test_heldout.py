@@ -5,6 +5,7 @@ The run options ``val_split`` and ``eval_every``: typed, validated, structural, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from expsvc.cli import build_app
-from expsvc.core import Trainer, TrainHooks, evaluate_splits
+from expsvc.core import Trainer, TrainHooks, evaluate, evaluate_splits
 from expsvc.core.data import DataSplit, hold_out
 from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
+from expsvc.report.data import reproduce
 from expsvc.runner.api import run
 from expsvc.runner.build import build, load_dataset
 from expsvc.runner.plan import from_spec, structure
@@ -36,6 +38,15 @@ def test_options_are_typed_and_off_by_default() -> None:
     assert on.as_dict()["val_split"] == 0.2 and on.as_dict()["eval_every"] == 3
     assert RunConfig.from_dict(on.as_dict()) == on and RunConfig.from_dict(base.as_dict()) == base
     assert structure(on) != structure(base) and on.group_key != base.group_key  # they split groups
+
+
+def test_options_in_a_toml_file_and_the_reproducing_command(tmp_path: Path) -> None:
+    path = tmp_path / "e.toml"
+    path.write_text('optimizer = "adamw"\nval_split = 0.25\neval_every = 2\n')
+    config = ExperimentSpec.from_file(path).configs()[0]
+    assert (config.val_split, config.eval_every) == (0.25, 2)
+    run_ = type("Run", (), {"params": config.params(), "seed": 0})()
+    assert "--val-split 0.25 --eval-every 2" in reproduce([run_], "e")
 
 
 @pytest.mark.parametrize("values", [{"val_split": 1}, {"val_split": -0.1}, {"val_split": "0.2"},
@@ -129,13 +140,13 @@ class _Recorder(TrainHooks):
 
 
 def _train(seeds: list[int], eval_every: int) -> _Recorder:
-    config = ExperimentSpec.from_dict({"optimizer": "adamw", "lr": 0.05, "epochs": 6, "val_split": 0.2,
+    config = ExperimentSpec.from_dict({"optimizer": "adamw", "lr": 0.05, "epochs": 7, "val_split": 0.2,
                                        "dataset": "spirals(n_train=60, n_test=30)", "loss": "cross_entropy",
                                        "model": "linear(8), tanh, dropout(0.2), linear(3)", "shuffle": True,
                                        "eval_every": eval_every}).configs()[0]
     comps = build(_system(), config, seeds)
     hooks = _Recorder()
-    Trainer(comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs, epochs=6, batch_size=16,
+    Trainer(comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs, epochs=7, batch_size=16,
             shuffle=True, eval_every=eval_every,
             evaluator=evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)).run(hooks)
     return hooks
@@ -143,7 +154,8 @@ def _train(seeds: list[int], eval_every: int) -> _Recorder:
 
 def test_vectorised_evaluation_equals_each_replica_alone() -> None:
     """Three seeds evaluated together every 2 epochs give, row for row, what each seed gives alone (eval mode:
-    dropout off, so two evaluations of the same parameters agree)."""
+    dropout off, so two evaluations of the same parameters agree); the last epoch (7) is left to the final
+    evaluation."""
     together = _train([0, 1, 2], eval_every=2)
     assert [e for e, *_ in together.points] == [2, 4, 6]
     assert set(together.points[0][1]) == {"train", "val", "test"}
@@ -266,3 +278,18 @@ def test_held_out_metrics_in_show_runs_plot(evaluated_store: tuple[str, dict[str
     best = _cli("compare", "--db", url, "-e", "eval", "-m", "min(val_loss)", "-m", "val_loss", "-f", "json")
     labels = [m["label"] for m in json.loads(best.stdout)["metrics"]]
     assert labels == ["best-epoch (min) val loss", "final val loss"]
+
+
+def test_split_evaluation_is_bit_for_bit_a_one_off_evaluation() -> None:
+    """The evaluator forwards each split on its own (a layer's kernels may round differently for another batch
+    size): its numbers are exactly :func:`evaluate`'s on that split, scored alone or stacked with others."""
+    config = ExperimentSpec.from_dict({"optimizer": "adamw", "val_split": 0.3, "dataset": "moons"}).configs()[0]
+    comps = build(_system(), dataclasses.replace(config, lr=0.01), [0, 1])
+    evaluator = evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)
+    once = evaluator()
+    twice = evaluator.score([evaluator.outputs(), evaluator.outputs()])
+    for split, (x, y) in comps.data.splits().items():
+        alone = evaluate(comps.model, comps.loss, x, y, comps.metrics)
+        for name, values in alone.items():
+            np.testing.assert_array_equal(once[split][name], values)
+            np.testing.assert_array_equal(twice[split][name], np.concatenate([values, values]))

@@ -54,10 +54,10 @@ class TrainHooks:
         """Called after every epoch (progress reporting)."""
 
     def evaluated(self, epoch: int, values: Evaluation, rows: np.ndarray, seconds: float) -> None:
-        """Called after each ``eval_every``-th epoch: ``values[split][metric][r]`` for the replicas
-        ``rows`` (a boolean mask: those whose parameters are their own at this epoch, i.e. still training or
-        stopped by ``tol`` in it); ``epoch`` counts epochs done (1 after the first); ``seconds`` since the
-        start of training, before evaluating."""
+        """Called for each ``eval_every``-th epoch but the last (in batches, before a flush):
+        ``values[split][metric][r]`` for the replicas ``rows`` (a boolean mask: those still training after
+        this epoch); ``epoch`` counts epochs done (1 after the first); ``seconds`` since the start of training,
+        before evaluating.  The end-of-training evaluation is the caller's (``SplitEvaluator()``)."""
 
 
 @dataclass
@@ -159,16 +159,17 @@ class Trainer:
         self.final_state[r] = self.model.buffer.state[r]  # type: ignore[union-attr]
 
     def _evaluate(self, hooks: TrainHooks, done: int) -> None:
-        """Evaluate every replica at once (eval mode) for the rows whose parameters are their own now — still
-        training, or stopped by ``tol`` this epoch (a diverged replica's snapshot is not the live buffer).
-        Only the forward pass runs now; the outputs are scored in batches (:meth:`score_pending`), before each flush
-        or when they hold :data:`EVAL_BUFFER_BYTES`."""
-        rows = self.active | (self.converged & (self.epochs_run == done))
-        if rows.any():
+        """Evaluate every replica at once (eval mode), for the rows still training after this epoch.  A row
+        that stopped in it, and every row at the last epoch, is left to the end-of-training evaluation (with
+        its final parameters, exactly a one-off evaluation's numbers: the runner records it as the last point
+        of each history).  Only the forward pass runs now; the outputs are scored in batches
+        (:meth:`score_pending`), before each flush or when they hold :data:`EVAL_BUFFER_BYTES`."""
+        rows = self.active
+        if done < self.epochs and rows.any():
             seconds = time.perf_counter() - self._started
             assert self.evaluator is not None
             out = self.evaluator.outputs()
-            self._evaluations.append((done, out, rows.copy(), seconds))
+            self._evaluations.append((done, out, rows.copy(), seconds))  # (a copy: ``active`` changes)
             self._evaluation_bytes += out.nbytes
             if self._evaluation_bytes >= EVAL_BUFFER_BYTES:
                 self.score_pending(hooks)
@@ -329,24 +330,33 @@ class SplitEvaluator:
     """Loss and each metric on every split of a dataset (train, validation when there is one, test) for all
     replicas at once: calling it gives ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ..., "test": ...}``.
 
-    Evaluation may run every epoch, so it is built for that.  The inputs of all splits are cast and joined once,
-    here; :meth:`outputs` is one forward pass over them (eval mode treats samples independently, so this equals
-    a pass per split).  :meth:`score` turns the outputs of *several* evaluations into their losses and metrics
-    with one call of the loss and of each metric per split: the evaluations are stacked on the replica axis,
-    along which nothing mixes, so each row's numbers are those of evaluating it alone (the trainer buffers
-    the outputs of the epochs between two flushes and scores them together)."""
+    Evaluation may run every epoch, so it is built for that; the inputs are cast (and joined) once, here.
+    Calling it — the end-of-training evaluation — forwards each split on its own (:meth:`exact_outputs`: the
+    same calls as :func:`evaluate`, so the final values are bit for bit a one-off evaluation's).  The per-epoch
+    evaluations take :meth:`outputs`, one forward pass over the joined splits (eval mode treats samples
+    independently; a layer whose kernels round differently for another batch size, such as a convolution,
+    may differ in the last bit).  :meth:`score` turns the outputs of *several* evaluations into their losses
+    and metrics with one call of the loss and of each metric per split: the evaluations are stacked on the
+    replica axis, along which nothing mixes, so each row's numbers are those of evaluating it alone (the
+    trainer buffers the outputs of the epochs between two flushes and scores them together)."""
 
     def __init__(self, model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> None:
         assert model.buffer is not None
         self.model, self.loss, self.metrics = model, loss, metrics
         splits = data.splits()
-        self.x = np.concatenate([np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()])
-        bounds = np.cumsum([0, *(len(x) for x, _ in splits.values())]).tolist()
+        self.xs = [np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()]
+        self.x = np.concatenate(self.xs)
+        bounds = np.cumsum([0, *(len(x) for x in self.xs)]).tolist()
         self.sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
 
     def outputs(self) -> np.ndarray:
-        """The model's outputs on every split's inputs, joined: ``(R, N_total, ...)`` (a fresh array)."""
+        """The model's outputs on every split's inputs, joined on the sample axis: ``(R, N_total, ...)``, from
+        one forward pass (fast: the per-epoch evaluations)."""
         return forward_eval(self.model, self.x)
+
+    def exact_outputs(self) -> np.ndarray:
+        """:meth:`outputs` from a forward pass per split: exactly a one-off evaluation's numbers."""
+        return np.concatenate([forward_eval(self.model, x) for x in self.xs], axis=1)
 
     def score(self, outputs: Sequence[np.ndarray]) -> Evaluation:
         """The losses and metrics of evaluations ``outputs`` (each from :meth:`outputs`): every value array
@@ -357,7 +367,7 @@ class SplitEvaluator:
         return {split: scores(self.loss, out[:, a:b], pred[:, a:b], y, self.metrics) for split, a, b, y in self.sets}
 
     def __call__(self) -> Evaluation:
-        return self.score([self.outputs()])
+        return self.score([self.exact_outputs()])
 
 
 def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> SplitEvaluator:

@@ -32,7 +32,7 @@ COMPARED_PARAMS = ("seed",)
 """Run columns shown in the runs table besides the parameters that differ."""
 RUN_FLAGS = {"optimizer_spec": "--opt", "lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size",
              "model": "--model", "loss": "--loss", "dataset": "--dataset", "schedule": "--schedule", "tol": "--tol",
-             "dtype": "--dtype"}
+             "dtype": "--dtype", "val_split": "--val-split", "eval_every": "--eval-every"}
 """The ``expsvc run`` flag of each stored parameter (the reproducing command is built from them)."""
 
 

@@ -147,8 +147,8 @@ class StoreHooks(TrainHooks):
 
     def final_evaluation(self, epochs: np.ndarray, values: Evaluation, seconds: np.ndarray) -> None:
         """The end-of-training evaluation as the last point of each run's evaluation histories, at the epoch the
-        run stopped (skipped where the periodic evaluation already holds that epoch)."""
-        self.pending.add(epochs, self.pending.done != epochs, seconds, values)
+        run stopped (the trainer leaves that epoch to it), so each summary's ``last`` is the final value."""
+        self.pending.add(epochs, epochs > self.pending.done, seconds, values)
         self.flush_evaluations()
 
     def flush_evaluations(self) -> None:
