@@ -30,7 +30,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print) -> tuple[dict[str, Any], dict]:
     """Run the chosen sections (``"1"``…``"6"``) with the mode's sizes; their results and seconds by section."""
-    from benchmarks import cli, digitscnn, evaluation, grid, reportpage, seednet, tracking, widenet
+    from benchmarks import cli, digitscnn, evaluation, grid, reportpage, seednet, tracking, tunestudy, widenet
 
     cfg = SETTINGS[mode]
     reps = cfg["reps"]
@@ -48,6 +48,7 @@ def run_sections(which: set[str], mode: str, with_torch: bool, log: Any = print)
         ("8", "8_grid", lambda: grid.section_grid(cfg["grid_reps"], with_torch)),
         ("9", "9_report", lambda: reportpage.section_report(reps)),
         ("10", "10_evaluation", lambda: evaluation.section_evaluation(reps, warmup=cfg["warm"])),
+        ("11", "11_tune", lambda: tunestudy.section_tune(reps)),
     ]
     sections: dict[str, Any] = {}
     seconds: dict[str, float] = {}
@@ -71,6 +72,7 @@ TITLES = {
     "8_grid": "grid: 9 lr x 5 seeds of the seed net, expsvc vectorised vs per config vs torch",
     "9_report": "expsvc report on 1,000 runs x 1,000 steps: file size, Chromium load event",
     "10_evaluation": "default job with --eval-every 1 --val-split 0.2 vs without evaluation",
+    "11_tune": "expsvc tune on the reference study experiments/seed_points_tuned.toml: wall time",
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and steps (under 2 minutes)")
-    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated subset of 1-10")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7,8,9,10,11", help="comma-separated subset of 1-11")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch columns even if torch imports")
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     parser.add_argument("--no-write", action="store_true", help="print only, write no result files")
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.compare_files(*args.compare))
         return 0
     which = {s.strip() for s in args.sections.split(",") if s.strip()}
-    if not which <= {str(n) for n in range(1, 11)}:
-        parser.error("--sections takes numbers 1 to 10")
+    if not which <= {str(n) for n in range(1, 12)}:
+        parser.error("--sections takes numbers 1 to 11")
     mode = "quick" if args.quick else "full"
     with_torch = not args.no_torch and torch_available()
     notes = []

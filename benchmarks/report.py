@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import reportpage
+from benchmarks import reportpage, tunestudy
 from benchmarks.timing import Stats, fmt, paired_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,6 +111,7 @@ def targets(sections: dict[str, Any]) -> list[Target]:
         res = ev.get(how, {})
         out.append(_target(key, f"default job --eval-every 1 --val-split 0.2 ÷ without evaluation, wall time ({how})",
                            ratio(res.get("--eval-every 1 --val-split 0.2"), res.get("no evaluation")), 1.15, False))
+    out += tunestudy.targets(sections.get("11_tune", {}), _target)
     return out
 
 
@@ -273,6 +274,7 @@ def markdown(meta: dict[str, Any], sections: dict[str, Any], tgts: list[Target])
         for how in ("subprocess", "in-process"):
             lines += [f"**{how}**", "", *_table(["", "seconds median [min–max]", "÷ no evaluation"],
                                                 _stats_rows(s10[how], "no evaluation")), ""]
+    lines += tunestudy.markdown(sections.get("11_tune"), _table)
     notes = meta.get("notes")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -177,6 +177,18 @@ def test_the_command_line_parses_and_refuses_unknown_sections(capsys: pytest.Cap
     assert exit_.value.code == 0 and "--sections" in capsys.readouterr().out
 
 
+def test_tune_section(tmp_path: Path) -> None:
+    """Section 11 (``expsvc tune`` wall time) on a tiny study; its target and Markdown."""
+    from benchmarks import tunestudy
+
+    study = tmp_path / "tiny.toml"
+    study.write_text('optimizer = ["adamw"]\nlr = [0.01, 0.1]\nepochs = 2\ntune_seeds = 1\nseeds = 1\n')
+    section = tunestudy.section_tune(reps=1, study=study)
+    assert section["stats"][tunestudy.CASE].median > 0
+    assert {t.key: t.status for t in report.targets({"11_tune": section})}["U1"] in ("PASS", "MISS")  # no timing
+    assert "## 11. `expsvc tune tiny.toml`" in "\n".join(tunestudy.markdown(section, report._table))
+
+
 @pytest.mark.slow
 def test_evaluation_section() -> None:
     """Section 10 runs its three contenders both ways and yields the E1/E2 targets."""

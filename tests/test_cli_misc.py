@@ -61,11 +61,11 @@ def test_db_current_and_upgrade(tmp_path: Path) -> None:
     missing = run_cli("db", "current", "--db", db)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     created = run_cli("db", "upgrade", "--db", db)
-    assert created.returncode == 0 and "-> 0004" in created.stdout
+    assert created.returncode == 0 and "-> 0005" in created.stdout
     again = run_cli("db", "upgrade", "--db", db)
-    assert again.returncode == 0 and "already at 0004" in again.stdout
+    assert again.returncode == 0 and "already at 0005" in again.stdout
     current = run_cli("db", "current", "--db", db)
-    assert current.returncode == 0 and "revision 0004 (head 0004)" in current.stdout
+    assert current.returncode == 0 and "revision 0005 (head 0005)" in current.stdout
 
 
 def test_corrupt_database_is_one_line_and_untouched(tmp_path: Path) -> None:

@@ -107,11 +107,11 @@ def make_head_db(path: Path | str, with_data: bool = True) -> None:
 def test_scripts_are_found_and_linear() -> None:
     location = migrate.script_location()
     assert (location / "env.py").is_file() and (location / "script.py.mako").is_file()
-    assert migrate.head() == "0004"
+    assert migrate.head() == "0005"
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(migrate.alembic_config())
-    assert [rev.revision for rev in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
+    assert [rev.revision for rev in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
     # the fast, import-free reading of the scripts agrees with Alembic's
     assert migrate.revisions() == {rev.revision: rev.down_revision for rev in script.walk_revisions()}
     assert script.get_heads() == [migrate.head()]
@@ -124,7 +124,7 @@ def test_new_database_is_created_at_head_by_the_migrations(url: str, monkeypatch
 
     monkeypatch.setattr(Base.metadata, "create_all", no_create_all)
     with RunStore.open(url) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
     assert schema_diffs(url) == []
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     tables = set(sa.inspect(engine).get_table_names())
@@ -139,7 +139,7 @@ def test_new_database_is_created_at_head_by_the_migrations(url: str, monkeypatch
 def test_new_database_in_a_new_directory(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "runs.db"
     with RunStore.open(url_of(path)) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
 
 
 def test_missing_database_with_create_false(path: Path) -> None:
@@ -154,7 +154,7 @@ def test_empty_file_becomes_a_database(path: Path) -> None:
     with pytest.raises(StoreError, match="no expsvc database exists"):
         RunStore.open(url_of(path), create=False)
     with RunStore.open(url_of(path)) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
 
 
 # ---------------------------------------------------------------------------------------- broken files
@@ -224,7 +224,7 @@ def test_database_from_a_newer_expsvc_is_refused_untouched(url: str) -> None:
         lambda: RunStore.open(url, upgrade=False),
         lambda: migrate.upgrade(url),
     ):
-        with pytest.raises(StoreError, match=r"'0099_future'.*does not know.*newest is '0004'"):
+        with pytest.raises(StoreError, match=r"'0099_future'.*does not know.*newest is '0005'"):
             attempt()
     assert migrate.current(url) == "0099_future"
     assert state_of(url) == before
@@ -313,7 +313,7 @@ def test_upgrade_from_0001_backs_up_and_backfills_summaries(url: str) -> None:
     try:
         assert migrate.current(url) == "0001"
         with RunStore.open(url) as store:
-            assert store.current_revision() == "0004"
+            assert store.current_revision() == "0005"
             summaries = store.summaries(list(series))
             for run_id, values in series.items():
                 steps = 10 + 2 * np.arange(values.size)
@@ -343,7 +343,7 @@ def test_old_database_with_upgrade_false_is_refused_untouched(url: str) -> None:
     _build_0001_database(url)
     _close_0001()
     before = state_of(url)
-    with pytest.raises(StoreError, match=r"revision '0001' but this expsvc needs '0004'.*expsvc db upgrade"):
+    with pytest.raises(StoreError, match=r"revision '0001' but this expsvc needs '0005'.*expsvc db upgrade"):
         RunStore.open(url, upgrade=False)
     assert state_of(url) == before
 
@@ -360,7 +360,7 @@ def test_failed_migration_is_rolled_back(url: str, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(migrate, "_run_upgrade", upgrade_then_fail)
     backup = ".*bak-" if file_of(url) is not None else ""
-    failed = r"from 0001 to 0004 failed \(ProgrammingError: disk on fire\).*unchanged"
+    failed = r"from 0001 to 0005 failed \(ProgrammingError: disk on fire\).*unchanged"
     with pytest.raises(StoreError, match=failed + backup):
         RunStore.open(url)
     assert migrate.current(url) == "0001"  # one transaction: the DDL was rolled back too
@@ -371,20 +371,20 @@ def test_failed_migration_is_rolled_back(url: str, monkeypatch: pytest.MonkeyPat
     engine.dispose()
     monkeypatch.setattr(migrate, "_run_upgrade", real)
     with RunStore.open(url) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
 
 
 def test_migrate_helpers(path: Path) -> None:
     url = url_of(path)
     with pytest.raises(StoreError, match="no database exists"):
         migrate.current(url)
-    assert migrate.upgrade(url) == (None, "0004")
-    assert migrate.upgrade(url) == ("0004", "0004")
-    assert migrate.current(url) == "0004"
+    assert migrate.upgrade(url) == (None, "0005")
+    assert migrate.upgrade(url) == ("0005", "0005")
+    assert migrate.current(url) == "0005"
     other = path.with_name("old.db")
     migrate.upgrade_to(url_of(other), "0001")
     assert migrate.current(url_of(other)) == "0001"
-    assert migrate.upgrade(url_of(other)) == ("0001", "0004")
+    assert migrate.upgrade(url_of(other)) == ("0001", "0005")
 
 
 def test_history_chunks_down_to_rows_and_back(url: str) -> None:
@@ -407,7 +407,7 @@ def test_history_chunks_down_to_rows_and_back(url: str) -> None:
     assert odd_rows == [(7, 0.5), (8, None), (9, np.inf), (10, -np.inf), (11, -0.0), (20, 1.0)]
     assert [value for key, _, value in rows if key == "loss"] == np.linspace(1, 0, 500).tolist()
     with RunStore.open(url) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
         for key, (steps, values) in before.items():
             got_steps, got_values = store.history(run_id, key)
             np.testing.assert_array_equal(got_steps, steps)
@@ -435,8 +435,34 @@ def test_experiment_tags_and_notes_down_and_up(url: str) -> None:
     assert {"experiments", "runs", "metric_chunks"} <= tables
     assert execute(url, "SELECT count(*) FROM runs") == [(1,)]
     with RunStore.open(url) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
         assert exps.describe(store, "exp").tags == []
+    assert schema_diffs(url) == []
+
+
+def test_studies_down_and_up(url: str) -> None:
+    """0005 adds studies (linked to experiments, SET NULL when one is deleted); 0005 → 0004 drops the table and
+    nothing else; up again."""
+    from expsvc.store import studies
+
+    make_head_db(url)
+    with RunStore.open(url) as store:
+        studies.create_study(store, "st", {"optimizers": ["adamw"]}, "the rule")
+        studies.link(store, "st", "tuning", "exp")
+        studies.set_selection(store, "st", {"choices": {"adamw": {"lr": 0.01}}})
+        record = studies.get_study(store, "st")
+    assert (record.tuning_experiment, record.status, record.selection) == (
+        "exp", "confirming", {"choices": {"adamw": {"lr": 0.01}}})
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0004")
+        tables = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert "studies" not in tables and {"experiments", "runs", "experiment_tags"} <= tables
+    assert execute(url, "SELECT count(*) FROM runs") == [(1,)]
+    with RunStore.open(url) as store:
+        assert store.current_revision() == "0005"
+        assert studies.list_studies(store) == []
     assert schema_diffs(url) == []
 
 
@@ -450,7 +476,7 @@ def test_downgrade_to_base_and_up_again(url: str) -> None:
         assert sa.inspect(conn).get_table_names() == ["alembic_version"]
     engine.dispose()
     with RunStore.open(url) as store:
-        assert store.current_revision() == "0004"
+        assert store.current_revision() == "0005"
     assert schema_diffs(url) == []
 
 
@@ -505,7 +531,7 @@ def test_concurrent_opens_upgrade_once(url: str, tmp_path: Path) -> None:
     go.touch()  # all four open at once
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
-    assert [out.strip() for out, _ in outputs] == ["0004"] * 4
+    assert [out.strip() for out, _ in outputs] == ["0005"] * 4
     path = file_of(url)
     if path is not None:
         assert len([name for name in os.listdir(path.parent) if BACKUP_NAME.match(name)]) == 1

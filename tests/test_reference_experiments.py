@@ -88,3 +88,31 @@ def test_digits_cnn_test_accuracies_hold(tmp_path: Path) -> None:
         assert abs(acc[name].mean() - mean) <= 0.004, (name, acc[name])
         assert low - 0.003 <= acc[name].min() and acc[name].max() <= high + 0.003, (name, acc[name])
     assert (acc["sgd"] > acc["adam"]).all() and (acc["sgd"] > acc["adamw"]).all()
+
+
+def test_seed_points_tuned_study_outcome(tmp_path: Path) -> None:
+    """experiments/seed_points_tuned.toml (the README's figures): each lr tuned on validation data, then 10 fresh
+    seeds on test data.  Tuned, Mini-BGD and AdamW no longer differ in test loss."""
+    from typer.testing import CliRunner
+
+    from expsvc.analysis.compare import compare_experiments
+    from expsvc.cli import build_app
+    from expsvc.store.studies import get_study
+
+    url = f"sqlite:///{tmp_path / 'tuned.db'}"
+    res = CliRunner().invoke(build_app(), ["tune", str(EXPERIMENTS / "seed_points_tuned.toml"), "--db", url, "-q",
+                                           "-j", "1"])
+    assert res.exit_code == 0, res.output
+    with RunStore.open(url) as store:
+        study = get_study(store, "seed_points_tuned")
+        choices = {k: c["settings"]["lr"] for k, c in study.selection["choices"].items()}  # type: ignore[index]
+        assert choices == {"mini_bgd": pytest.approx(0.1), "adamw": pytest.approx(1.0)}
+        exp = store.resolve_experiment("seed_points_tuned-confirmation")
+        result, _ = compare_experiments(store, {exp.id: exp.name}, metrics=["test_loss", "test_accuracy"])
+    groups = {g.label.split(",")[0].removeprefix("optimizer="): g for g in result.groups}
+    bgd, adamw = groups["mini_bgd"], groups["adamw"]
+    assert bgd.seeds == adamw.seeds == list(range(3, 13))
+    assert 0.07 <= bgd.summaries["test loss"].mean <= 0.085 and 0.07 <= adamw.summaries["test loss"].mean <= 0.09
+    loss = adamw.comparisons["test loss"]
+    assert loss is not None and loss.low < 0 < loss.high and loss.p > 0.5  # no difference in test loss
+    assert bgd.summaries["test accuracy"].mean == 1.0 and 0.99 <= adamw.summaries["test accuracy"].mean < 1.0

@@ -179,7 +179,7 @@ def test_sweep_gets_its_sensitivity_view(driver: Any, tmp_path: Path) -> None:
     res = expsvc.run(optimizer=["sgd", "adamw", "mini_bgd"], lr=lrs, seeds=5, epochs=3, model="linear(1)", db=url,
                      name="sweep", jobs=1)
     assert len(res.run_ids) == 135
-    with RunStore.open(url) as store:  # the data model marks a study's chosen values (issue 11 will supply them)
+    with RunStore.open(url) as store:  # the data model marks a study's chosen values (report --study supplies them)
         page = html.render(data.build(store, data.Selection("sweep"), chosen={"adamw": {"lr": 0.01}}))
     out = tmp_path / "sweep.html"
     out.write_text(page)
@@ -198,6 +198,33 @@ def test_sweep_gets_its_sensitivity_view(driver: Any, tmp_path: Path) -> None:
     chosen = view["labels"].index("adamw chosen")
     assert view["counts"][chosen - 1] == 1
     assert len(driver.find_elements("css selector", "#parallel-svg polyline")) == 135
+
+
+def test_a_study_report_shows_its_rule_and_marks_each_choice(driver: Any, tmp_path: Path) -> None:
+    """``expsvc report --study``: the selection rule and choices on the page, the tuning's sensitivity with one
+    chosen point per optimizer, no console error."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    res = CliRunner().invoke(build_app(), ["tune", "-q", "--opt", "mini_bgd", "--opt", "adamw", "--lr",
+                                           "logspace(-2, 0, 3)", "--epochs", "5", "--tune-seeds", "2", "--seeds", "2",
+                                           "--name", "st", "--db", url])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "study.html"
+    res = CliRunner().invoke(build_app(), ["report", "--study", "st", "--db", url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    driver.get(out.as_uri())
+    _wait(driver, "return window.expsvcReport && window.expsvcReport.charts.length > 1")
+    assert _browser.console_errors(driver) == []
+    study = driver.find_element("id", "study").text
+    assert "Selection rule: per optimizer" in study and "st-tuning" in study and "st-confirmation" in study
+    assert len(driver.find_elements("css selector", "#study-choices li")) == 2
+    view = driver.execute_script("""
+        var c = window.expsvcReport.charts.filter(function (c) { return c.key === 'sensitivity:lr'; })[0];
+        return {labels: c.u.series.map(function (s) { return s.label; }),
+                counts: c.u.data.slice(1).map(function (d) {
+                  return d.filter(function (v) { return v !== null; }).length; })};""")
+    for opt in ("mini_bgd", "adamw"):
+        assert view["counts"][view["labels"].index(f"{opt} chosen") - 1] == 1
+        assert view["counts"][view["labels"].index(opt) - 1] == 3
 
 
 # --------------------------------------------------------------------------------------------------- ui

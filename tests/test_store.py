@@ -134,7 +134,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 
 def test_current_revision_is_head(store: RunStore) -> None:
-    assert store.current_revision() == migrate.head() == "0004"
+    assert store.current_revision() == migrate.head() == "0005"
 
 
 def test_session_commits_and_rolls_back(store: RunStore) -> None:

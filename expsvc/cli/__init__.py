@@ -253,9 +253,10 @@ _REGISTERED: list[bool] = []
 def _register_builtin_commands() -> None:
     if _REGISTERED:
         return
-    from expsvc.cli import analysis, db, experiments, plugin_kit, report, run
+    from expsvc.cli import analysis, db, experiments, plugin_kit, report, run, tune
 
     run.register(app)
+    tune.register(app)
     plugin_kit.register(app)
     analysis.register(app)
     report.register(app)

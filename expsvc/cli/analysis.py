@@ -19,6 +19,9 @@ WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="Filter, e.g. \"params.lr < 0.01 and metrics.accuracy > 0.9\" "
                                                    "(fields params.K, metrics.K, min/max/last/first/mean(K), status, "
                                                    "seed, updates, epochs, duration, experiment, tag, group, id).")]
+StudyOption = Annotated[
+    str | None, typer.Option("--study", metavar="NAME", help="An `expsvc tune` study: its confirmation runs "
+                                                            "(export: its tuning and confirmation runs).")]
 COMPARE_FORMATS = ("table", "markdown", "json", "csv")
 TABLE_LIMIT = 100
 
@@ -46,6 +49,22 @@ def _store(db: str | None) -> Iterator[Any]:
 def _interactive() -> bool:
     """Whether a person can answer a prompt (stdin is a terminal)."""
     return sys.stdin.isatty()
+
+
+def _study_experiments(store: Any, study: str, experiment: Any, *, tuning: bool = False) -> list[str]:
+    """The experiments of ``--study``: its confirmation experiment (and, with ``tuning``, its tuning one first);
+    ``--experiment`` with it is refused."""
+    from expsvc.store.studies import get_study
+
+    if experiment:
+        fail("--study and --experiment exclude each other; the study names its experiments")
+    record = get_study(store, study)
+    names = [record.tuning_experiment] if tuning else []
+    names.append(record.confirmation_experiment)
+    if record.confirmation_experiment is None:
+        fail(f"study {study!r} has no confirmation runs yet (status {record.status}); finish it with "
+             f"expsvc tune --resume {study}")
+    return [n for n in names if n]
 
 
 def _experiment_id(store: Any, name: str | None, *, latest: bool) -> tuple[int | None, str]:
@@ -187,6 +206,7 @@ def compare(
                                              metavar="FILE")] = None,
     force: ForceOption = False,
     wide: WideOption = False,
+    study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
     """Compare the groups of an experiment with a baseline: intervals, paired/Welch tests, P(better)."""
@@ -199,7 +219,9 @@ def compare(
     if plot is not None:
         check_outputs(db, force, ("--plot", plot, "png"))
     with _errors(), _store(db) as store:
-        refs = list(dict.fromkeys(experiment)) if experiment else [None]
+        refs: list[str | None] = list(dict.fromkeys(experiment)) if experiment else [None]
+        if study is not None:
+            refs = list(_study_experiments(store, study, experiment))
         exps = [store.resolve_experiment(ref) for ref in refs]
         result, groups = cmp.compare_experiments(
             store, {e.id: e.name for e in exps}, by=keys, pool=pool, metrics=metric, baseline=baseline,
@@ -244,6 +266,7 @@ def plot(
     out: Annotated[str | None, typer.Option("--out", "-o", help="PNG file (default loss.png / "
                                                                 "predictions.png).", metavar="FILE")] = None,
     force: ForceOption = False,
+    study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
     """Draw loss curves (mean, 95 % band, faint seeds) — or another stored history's, such as the held-out
@@ -277,6 +300,8 @@ def plot(
             run_ids, exp_id = [r.id], r.experiment_id
             exp_name = store.resolve_experiment(str(exp_id)).name
         else:
+            if study is not None:
+                experiment = _study_experiments(store, study, experiment)[0]
             exp_id_opt, exp_name = _experiment_id(store, experiment, latest=True)
             assert exp_id_opt is not None
             exp_id = exp_id_opt
@@ -307,6 +332,7 @@ def export(
                                                             "NAME.history.csv in long form).")] = False,
     out: Annotated[str, typer.Option("--out", "-o", help="Output file ('-' for stdout).", metavar="FILE")] = "-",
     force: ForceOption = False,
+    study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
     """Export runs with their config, parameters and summaries (and histories) as CSV or JSON."""
@@ -321,8 +347,13 @@ def export(
             outputs.append(("--out's history file", str(exp.history_path(Path(out))), "csv"))
         check_outputs(db, force, *outputs)
     with _errors(), _store(db) as store:
-        exp_id, _ = _experiment_id(store, experiment, latest=False)
-        ids = read.run_ids(store, where=where, experiment_ids=None if exp_id is None else [exp_id])
+        if study is not None:
+            exp_ids = [store.resolve_experiment(n).id for n in _study_experiments(store, study, experiment,
+                                                                                   tuning=True)]
+        else:
+            exp_id, _ = _experiment_id(store, experiment, latest=False)
+            exp_ids = None if exp_id is None else [exp_id]
+        ids = read.run_ids(store, where=where, experiment_ids=exp_ids)
         written = exp.export_runs(store, ids, out, fmt, history=history)
     if written:
         typer.echo(f"exported {len(ids)} runs to {', '.join(written)}", err=True)

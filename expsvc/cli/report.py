@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from expsvc.cli.analysis import WhereOption, _by, _errors, _store
+from expsvc.cli.analysis import StudyOption, WhereOption, _by, _errors, _store
 from expsvc.cli.common import DbOption, ForceOption, check_outputs, fail
 
 
@@ -23,6 +23,7 @@ def report(
                                                                     "first group).")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.", metavar="FILE")] = "report.html",
     force: ForceOption = False,
+    study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
     """Write one self-contained HTML report: compare's answer, curves with 95 % bands, sensitivity, runs, provenance."""
@@ -30,11 +31,17 @@ def report(
     from expsvc.report import data, html
 
     keys = _by(by)
+    if study is not None:
+        given = [f for f, v in (("--experiment", experiment), ("--where", where), ("--by", by), ("--pool", pool),
+                                ("--metric", metric), ("--baseline", baseline)) if v]
+        if given:
+            fail(f"--study reports the study's own comparison; it cannot be combined with {', '.join(given)}")
     check_outputs(db, force, ("--out", out, "html"))
     selection = data.Selection(experiment=experiment, where=where, by=keys, pool=pool, metrics=metric,
                                baseline=baseline)
     with _errors(), _store(db) as store:
-        page = html.render(data.build(store, selection))
+        built = data.build_study(store, study) if study is not None else data.build(store, selection)
+        page = html.render(built)
         with atomic_open(out, "w", option="--out", encoding="utf-8") as fh:
             fh.write(page)
     typer.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB); open it in any browser, no network needed")

@@ -205,7 +205,7 @@ def _sensitivity(runs: Sequence[Any], metric: Any, chosen: dict[str, dict[str, A
     """For a sweep (a numeric hyper-parameter taking several values per optimizer): the metric's mean and
     95 % t interval over the seeds at each value, per optimizer; other settings that vary are pooled (said).
 
-    ``chosen`` (optimizer → {parameter: value}) marks the value a study chose; None until studies exist.
+    ``chosen`` (optimizer → {parameter: value}) marks the value a study chose (:func:`build_study`).
     """
     from expsvc.analysis import stats
     from expsvc.analysis.compare import COMPLETED, differing
@@ -359,3 +359,35 @@ def build(store: Any, selection: Selection, *, strict: bool = True,
         "parallel": _parallel(runs, metrics, groups),
         "provenance": _provenance(store, runs, groups, exp.name),
     }
+
+
+def build_study(store: Any, name: str, *, strict: bool = True) -> dict[str, Any]:
+    """The report of an ``expsvc tune`` study: the answer, curves and runs of its confirmation experiment (test
+    data), and the sensitivity of its tuning experiment on the selection metric (validation data), each
+    optimizer's chosen value marked; ``study`` holds the rule, the choices and the selection's warnings."""
+    from expsvc.analysis.compare import parse_metric, resolve_params
+    from expsvc.specs import parse
+    from expsvc.store import read
+    from expsvc.store.studies import get_study
+
+    record = get_study(store, name)
+    if record.confirmation_experiment is None or record.selection is None:
+        raise ReportError(f"study {name!r} is not complete (status {record.status}); finish it with "
+                          f"expsvc tune --resume {name}")
+    report = build(store, Selection(experiment=record.confirmation_experiment), strict=strict)
+    metric = parse_metric(record.spec["select"])
+    choices = record.selection.get("choices", {})
+    chosen: dict[str, dict[str, Any]] = {}
+    for choice in choices.values():
+        optimizer = parse(choice["config"]["optimizer"], "optimizer").name
+        chosen[optimizer] = {k if k == "lr" else f"optimizer.{k}": v for k, v in choice["settings"].items()}
+    if record.tuning_experiment is not None:
+        tuning = read.records(store, experiment_ids=[store.resolve_experiment(record.tuning_experiment).id],
+                              summary_keys=[metric.field.key])
+        resolve_params(tuning)
+        report["sensitivity"] = _sensitivity(tuning, metric, chosen)
+    report["study"] = {"name": record.name, "rule": record.rule, "status": record.status,
+                       "tuning": record.tuning_experiment, "confirmation": record.confirmation_experiment,
+                       "choices": {k: c["settings"] for k, c in choices.items()},
+                       "warnings": record.selection.get("warnings", [])}
+    return report

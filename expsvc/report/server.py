@@ -28,7 +28,7 @@ MAX_QUERY = 8_000
 """Longest query string accepted (characters)."""
 MAX_VALUE = 2_000
 """Longest single query value accepted (a filter, a name)."""
-PARAMS = {"/": set(), "/experiment": {"name", "where", "by", "baseline", "metric", "pool"}}
+PARAMS = {"/": set(), "/experiment": {"name", "where", "by", "baseline", "metric", "pool", "study"}}
 """The routes and the query parameters each accepts (anything else is refused)."""
 
 
@@ -152,7 +152,30 @@ def list_page(store: Any) -> str:
             "<th>description</th><th>created</th><th>last run queued</th></tr>")
     table = head + "".join(rows) + "</table>" if rows else "<p>No experiment in this store yet.</p>"
     return _page("expsvc ui: experiments", "<h1>Experiments</h1><p class=\"muted\">Read-only view of "
-                 f"{html.escape(repr(store))}; a report lists compare's answer, curves and runs.</p>" + table)
+                 f"{html.escape(repr(store))}; a report lists compare's answer, curves and runs.</p>" + table
+                 + _studies_table(store))
+
+
+def _studies_table(store: Any) -> str:
+    """The ``expsvc tune`` studies (linking to their report: the confirmation's answer, the tuning's
+    sensitivity with the chosen values marked); nothing when the store has none."""
+    from expsvc.store.studies import list_studies
+
+    rows = []
+    for s in list_studies(store):
+        choices = "; ".join(f"{k}: " + ", ".join(f"{p}={v:g}" if isinstance(v, float) else f"{p}={v}"
+                                                  for p, v in c.get("settings", {}).items())
+                            for k, c in ((s.selection or {}).get("choices") or {}).items())
+        name = html.escape(s.name)
+        if s.confirmation_experiment and s.selection is not None:
+            name = f"<a href=\"{html.escape('/experiment?study=' + quote(s.name, safe=''))}\">{name}</a>"
+        rows.append(f"<tr><td>{name}</td><td>{html.escape(s.status)}</td><td>{html.escape(choices)}</td>"
+                    f"<td>{html.escape(s.tuning_experiment or '')}</td>"
+                    f"<td>{html.escape(s.confirmation_experiment or '')}</td><td>{_when(s.created_at)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Studies (expsvc tune)</h2><table id=\"studies\"><tr><th>study</th><th>status</th><th>chosen</th>"
+            "<th>tuning</th><th>confirmation</th><th>created</th></tr>" + "".join(rows) + "</table>")
 
 
 def _when(moment: Any) -> str:
@@ -175,9 +198,15 @@ def report_page(store: Any, query: dict[str, list[str]], refresh: int) -> str:
     from expsvc.report import data
     from expsvc.report import html as page
 
+    study = _one(query, "study")
+    if study is not None:
+        if set(query) - {"study"}:
+            raise ServeError("?study=NAME takes no other parameter")
+        report = data.build_study(store, study, strict=False)
+        return page.render(report, nav="<nav><a href=\"/\">← all experiments</a></nav>")
     name = _one(query, "name")
     if name is None:
-        raise ServeError("give ?name=EXPERIMENT")
+        raise ServeError("give ?name=EXPERIMENT or ?study=NAME")
     by = _one(query, "by")
     keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
     pool = _one(query, "pool")

@@ -185,6 +185,23 @@ class RunConfig:
         return out
 
 
+def load_toml(path: Path) -> dict[str, Any]:
+    """The plain keys of a TOML experiment (or study) file, ``name`` defaulting to the file's stem; a missing,
+    unreadable or invalid file, or a nested table, is one line."""
+    problem = path_problem(path, "a TOML file")
+    if problem is not None:
+        raise SpecValidationError(f"experiment file {str(path)!r} {problem}")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SpecValidationError(f"{path}: not valid TOML ({err})") from None
+    nested = [k for k, v in values.items() if isinstance(v, dict)]
+    if nested:
+        raise SpecValidationError(f"{path}: unknown table [{nested[0]}]; the file holds plain keys only")
+    values.setdefault("name", path.stem)
+    return values
+
+
 @dataclass
 class ExperimentSpec:
     """A validated experiment: grid values per key, seeds and run options."""
@@ -218,17 +235,7 @@ class ExperimentSpec:
     def from_file(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
         """Load a TOML experiment file; ``overrides`` (from flags) replace the file's values."""
         path = Path(path)
-        problem = path_problem(path, "a TOML file")
-        if problem is not None:
-            raise SpecValidationError(f"experiment file {str(path)!r} {problem}")
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise SpecValidationError(f"{path}: not valid TOML ({err})") from None
-        nested = [k for k, v in values.items() if isinstance(v, dict)]
-        if nested:
-            raise SpecValidationError(f"{path}: unknown table [{nested[0]}]; the file holds plain keys only")
-        values.setdefault("name", path.stem)
+        values = load_toml(path)
         values.update(overrides or {})
         return cls.from_dict(values, source=path.name)
 

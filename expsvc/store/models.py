@@ -178,3 +178,25 @@ class RunArtifact(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Study(Base):
+    """An ``expsvc tune`` study: its tuning and confirmation experiments, its definition, and the selection.
+
+    ``status``: tuning | confirming | done.  ``spec`` is the study's definition (optimizers, grid, tuning and
+    confirmation seeds, the selection metric, the shared run settings); ``rule`` says in words how each
+    optimizer's configuration was chosen and ``selection`` holds the choices (NULL until tuning is complete).
+    """
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    tuning_experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="SET NULL"))
+    confirmation_experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="SET NULL"))
+    rule: Mapped[str | None] = mapped_column(Text)
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)

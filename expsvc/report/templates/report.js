@@ -66,6 +66,21 @@
   function answer() {
     var box = document.getElementById("answer-body");
     var C = D.compare;
+    if (D.study) {  /* an expsvc tune study: how each optimizer's configuration was chosen */
+      var st = el("div", { "class": "study", id: "study" });
+      st.appendChild(el("strong", null, "Study " + D.study.name + ": tuned on validation data (" + D.study.tuning +
+                                        "), answered on test data by fresh seeds (" + D.study.confirmation + ")"));
+      st.appendChild(el("p", { "class": "small" }, "Selection rule: " + D.study.rule));
+      st.appendChild(list(Object.keys(D.study.choices).map(function (k) {
+        var c = D.study.choices[k];
+        return k + ": " + Object.keys(c).map(function (p) { return p + " = " + fmt(c[p]); }).join(", ");
+      }), { id: "study-choices" }, 20));
+      if (D.study.warnings.length) {
+        st.appendChild(el("strong", null, "Warnings from the selection"));
+        st.appendChild(list(D.study.warnings, { id: "study-warnings" }, 6));
+      }
+      box.appendChild(st);
+    }
     if (D.refusal) {
       var r = el("div", { "class": "refusal", id: "refusal" });
       r.appendChild(el("strong", null, "compare refused this grouping: "));
