@@ -161,3 +161,26 @@ def test_db_copy_cli(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
     assert not (tmp_path / "c.db").exists()
+
+
+def test_a_study_is_copied_with_its_experiments_linked(tmp_path: Path) -> None:
+    """``db copy`` once copied a study's two experiments but not the study: they arrived unlinked."""
+    from expsvc.runner import study as studies
+    from expsvc.store.studies import get_study
+
+    source, target = f"sqlite:///{tmp_path / 's.db'}", f"sqlite:///{tmp_path / 't.db'}"
+    spec = studies.from_values({"optimizer": ["adamw"], "lr": [0.01, 0.1], "epochs": 3, "tune_seeds": 1,
+                                "seeds": 2, "name": "st", "model": "linear(1)"})
+    studies.run(spec, db=source)
+    report = copy_experiments(source, target)
+    assert report.studies == ["st"] and "1 study link(s) (st)" in report.summary()
+    with RunStore.open(source) as src, RunStore.open(target) as dst:
+        was, now = get_study(src, "st"), get_study(dst, "st")
+    assert (now.tuning_experiment, now.confirmation_experiment) == ("st-tuning", "st-confirmation")
+    assert (now.status, now.spec, now.rule, now.selection) == (was.status, was.spec, was.rule, was.selection)
+    assert copy_experiments(source, target).studies == []  # present already: nothing repeated
+    only = copy_experiments(source, f"sqlite:///{tmp_path / 'u.db'}", ["st-confirmation"])
+    with RunStore.open(f"sqlite:///{tmp_path / 'u.db'}") as dst:
+        partial = get_study(dst, "st")
+    assert only.studies == ["st"] and (partial.tuning_experiment, partial.confirmation_experiment) == (
+        None, "st-confirmation")

@@ -13,6 +13,7 @@ from expsvc.cli.common import DbOption, ForceOption, check_outputs, fail
 def report(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment name (default: the "
                                                                               "latest).")] = None,
+    study: StudyOption = None,
     where: WhereOption = None,
     by: Annotated[str | None, typer.Option("--by", help="Group by these parameters (comma-separated), as "
                                                         "compare does.")] = None,
@@ -23,7 +24,6 @@ def report(
                                                                     "first group).")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.", metavar="FILE")] = "report.html",
     force: ForceOption = False,
-    study: StudyOption = None,
     db: DbOption = None,
 ) -> None:
     """Write one self-contained HTML report: compare's answer, curves with 95 % bands, sensitivity, runs, provenance."""

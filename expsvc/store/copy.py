@@ -28,6 +28,7 @@ from expsvc.store.models import (
     RunArtifact,
     RunComponent,
     RunParam,
+    Study,
 )
 from expsvc.store.store import UNFINISHED, RunStore, _chunks, _insert_ignoring_conflicts, storable
 
@@ -51,6 +52,7 @@ class CopyReport:
     unfinished: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     points: int = 0
+    studies: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the command line."""
@@ -59,8 +61,9 @@ class CopyReport:
         if self.unfinished:
             skipped.append(f"{self.unfinished} still queued/running, left for a later copy")
         more = f" ({'; '.join(skipped)})" if skipped else ""
-        return (f"copied {self.copied} runs with {history:,} history points in {len(self.experiments)} experiment(s) "
-                f"from {self.source} to {self.target}{more}")
+        studies = f" and {len(self.studies)} study link(s) ({', '.join(self.studies)})" if self.studies else ""
+        return (f"copied {self.copied} runs with {history:,} history points in {len(self.experiments)} experiment(s)"
+                f"{studies} from {self.source} to {self.target}{more}")
 
 
 def _columns(table: sa.Table) -> tuple[str, ...]:
@@ -195,14 +198,16 @@ def copy_experiments(
             if experiment.description is not None:
                 storable(experiment.description, f"description of experiment {experiment.name!r}")
         with RunStore.open(target, create=True, mark_stale=False) as dst_store:
-            _copy_experiments(src_store, dst_store, experiments, batch_runs, echo, report)
+            ids = _copy_experiments(src_store, dst_store, experiments, batch_runs, echo, report)
+            _copy_studies(src_store, dst_store, ids, report)
     return report
 
 
 def _copy_experiments(src_store: RunStore, dst_store: RunStore, experiments: list[Experiment], batch_runs: int,
-                      echo: Callable[[str], None] | None, report: CopyReport) -> None:
-    """Copy each experiment's finished runs the target lacks, in batches."""
+                      echo: Callable[[str], None] | None, report: CopyReport) -> dict[int, int]:
+    """Copy each experiment's finished runs the target lacks, in batches; return source id → target id."""
     runs = Run.__table__
+    ids: dict[int, int] = {}
     for experiment in experiments:
         report.experiments.append(experiment.name)
         with src_store._tx(write=False) as src:
@@ -215,6 +220,7 @@ def _copy_experiments(src_store: RunStore, dst_store: RunStore, experiments: lis
         report.unfinished += len(listed) - len(wanted)
         with dst_store._tx() as dst:
             target_id, created = _target_experiment(dst, experiment)
+        ids[experiment.id] = target_id
         _copy_labels(src_store, dst_store, experiment.id, target_id)
         if created:
             report.created.append(experiment.name)
@@ -224,6 +230,29 @@ def _copy_experiments(src_store: RunStore, dst_store: RunStore, experiments: lis
         report.copied += copied
         if echo is not None:
             echo(f"{experiment.name}: {copied} of {len(wanted)} finished runs copied")
+    return ids
+
+
+def _copy_studies(src_store: RunStore, dst_store: RunStore, ids: dict[int, int], report: CopyReport) -> None:
+    """The studies (``expsvc tune``) whose experiments were copied, linked to the target's experiments; a study
+    the target has already (same name) is left as it is.  A study's experiment that was not copied stays
+    unlinked (NULL), as when it is deleted."""
+    studies = Study.__table__
+    with src_store._tx(write=False) as src:
+        rows = [dict(r._mapping) for r in src.execute(sa.select(studies).where(
+            studies.c.tuning_experiment_id.in_(list(ids)) | studies.c.confirmation_experiment_id.in_(list(ids))
+        ).order_by(studies.c.created_at, studies.c.id))]
+    for row in rows:
+        storable(row["name"], "study name")
+        with dst_store._tx() as dst:
+            if dst.execute(sa.select(studies.c.id).where(studies.c.name == row["name"])).first() is not None:
+                continue
+            row = _utc(row)
+            del row["id"]
+            for key in ("tuning_experiment_id", "confirmation_experiment_id"):
+                row[key] = ids.get(row[key]) if row[key] is not None else None
+            dst.execute(studies.insert(), [row])
+        report.studies.append(row["name"])
 
 
 def _copy_runs(src_store: RunStore, dst_store: RunStore, batch: list[str], experiment_id: int,
