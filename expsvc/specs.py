@@ -1,8 +1,10 @@
 """Component specs as text: ``"linear(5), tanh, linear(1)"``, ``"adamw(lr=1e-3, weight_decay=0)"``.
 
 Parsed with :mod:`ast`; arguments must be literals (numbers, strings, booleans, None, tuples, lists,
-dicts) — nothing is ever evaluated — or the ranges ``logspace(a, b, n)`` / ``linspace(a, b, n)`` (numpy's
-meaning, ``n`` points, rounded to 12 significant digits), which stand for a :class:`Grid` list of numbers.
+dicts) — nothing is ever evaluated — or the ranges ``logspace(a, b, n)`` / ``linspace(a, b, n)`` (``n`` points
+from ``a`` to ``b``, evenly spaced on a log or a linear scale; ``logspace`` takes the values themselves, as
+``numpy.geomspace`` does, never exponents; rounded to 12 significant digits), which stand for a :class:`Grid`
+list of numbers.
 Errors name the offending token and its column.  Text is parsed once, where it enters (flags, a TOML file, a
 stored run); the runner passes the frozen :class:`ComponentSpec` values around and turns them back into text
 only to store them.
@@ -54,8 +56,13 @@ MAX_RANGE_POINTS = 100_000
 
 
 def make_range(kind: str, start: float, stop: float, count: int) -> Grid:
-    """``linspace(start, stop, count)`` or ``logspace`` (``10**start .. 10**stop``), 12 significant digits;
-    a ValueError names what is wrong."""
+    """``linspace(start, stop, count)``, or ``logspace``: ``count`` values from ``start`` to ``stop`` evenly
+    spaced on a log scale (``numpy.geomspace``: the bounds are values, ``logspace(1e-4, 1, 9)``, not numpy
+    ``logspace``'s exponents); 12 significant digits; a ValueError names what is wrong.
+
+    The bounds are values because that is how a learning-rate grid is written (DeepOBS: "1e-5 to 1e2"), and a
+    bound that is not positive — numpy's exponent form, ``logspace(-4, -1, 4)`` — is refused with the value
+    form to write instead, never read as something else."""
     import numpy as np
 
     for value in (start, stop):
@@ -64,8 +71,15 @@ def make_range(kind: str, start: float, stop: float, count: int) -> Grid:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RANGE_POINTS:
         raise ValueError(f"{kind}: the number of points {count!r} is not allowed; expected an integer from 1 to "
                          f"{MAX_RANGE_POINTS:,}")
+    if kind == "logspace" and not (start > 0 and stop > 0):
+        hint = ""
+        if all(float(v).is_integer() and abs(v) <= 30 for v in (start, stop)):
+            hint = (f" (for 10^{start:g} .. 10^{stop:g} write logspace({10.0 ** start:g}, {10.0 ** stop:g}, "
+                    f"{count}))")
+        raise ValueError(f"logspace({start!r}, {stop!r}, {count!r}): the bounds are the values themselves and "
+                         f"must be positive{hint}")
     with np.errstate(all="ignore"):  # an overflow is refused below in one line, never warned about
-        values = np.logspace(start, stop, count) if kind == "logspace" else np.linspace(start, stop, count)
+        values = np.geomspace(start, stop, count) if kind == "logspace" else np.linspace(start, stop, count)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{kind}({start!r}, {stop!r}, {count!r}) is not finite")
     return Grid(float(f"{v:.12g}") for v in values.tolist())

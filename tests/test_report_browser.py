@@ -205,7 +205,7 @@ def test_a_study_report_shows_its_rule_and_marks_each_choice(driver: Any, tmp_pa
     chosen point per optimizer, no console error."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     res = CliRunner().invoke(build_app(), ["tune", "-q", "--opt", "mini_bgd", "--opt", "adamw", "--lr",
-                                           "logspace(-2, 0, 3)", "--epochs", "5", "--tune-seeds", "2", "--seeds", "2",
+                                           "logspace(0.01, 1, 3)", "--epochs", "5", "--tune-seeds", "2", "--seeds", "2",
                                            "--name", "st", "--db", url])
     assert res.exit_code == 0, res.output
     out = tmp_path / "study.html"

@@ -49,7 +49,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
     """One small study, run once: mini_bgd and adamw over a 3-point lr grid."""
     url = f"sqlite:///{tmp_path_factory.mktemp('tune') / 't.db'}"
     folder = Path(url.removeprefix("sqlite:///")).parent
-    res = tune("--opt", "mini_bgd", "--opt", "adamw", "--lr", "logspace(-2, 0, 3)", *SMALL, "--name", "s",
+    res = tune("--opt", "mini_bgd", "--opt", "adamw", "--lr", "logspace(0.01, 1, 3)", *SMALL, "--name", "s",
                "--db", url, "--wide", "--plot", str(folder / "sensitivity.png"))
     assert res.exit_code == 0, res.output
     return url, res
@@ -161,7 +161,7 @@ def test_selection_reads_only_validation_data(tmp_path: Path) -> None:
     outs = {}
     for flip in (False, True):
         url = f"sqlite:///{tmp_path / f'{flip}.db'}"
-        res = tune("--opt", "mini_bgd", "--opt", "adamw", "--lr", "logspace(-2, 0, 3)", *SMALL, "--name", "v",
+        res = tune("--opt", "mini_bgd", "--opt", "adamw", "--lr", "logspace(0.01, 1, 3)", *SMALL, "--name", "v",
                    "--dataset", _labelled(tmp_path / "data.npz", flip), "--db", url, "--wide")
         assert res.exit_code == 0, res.output
         record = _stored(url, "v")
@@ -177,7 +177,7 @@ def test_resume_finishes_an_interrupted_study(tmp_path: Path) -> None:
     from expsvc.runner.plan import execute
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    spec = studies.from_values({"optimizer": ["adamw"], "lr": "logspace(-2, -1, 2)", "epochs": 5, "tune_seeds": 2,
+    spec = studies.from_values({"optimizer": ["adamw"], "lr": "logspace(0.01, 0.1, 2)", "epochs": 5, "tune_seeds": 2,
                                 "seeds": 2, "name": "r"})
     plan = studies.start(spec, db=url)  # validated, the study recorded; then "interrupted" before any link
     assert plan is not None
@@ -271,8 +271,9 @@ def test_a_test_metric_never_chooses() -> None:
     (["--select", "min(test_loss)"], "test data answers, never chooses"),
     (["--select", "min(loss)"], "not measured on validation data"),
     (["--select", "min(val_nope)"], "do not measure 'val_nope'"),
-    (["--lr", "logspace(1, 0, 0)"], "number of points 0"),
-    (["--lr", "logspace(-1, 1, 1000000)"], "number of points"),
+    (["--lr", "logspace(1, 0, 0)"], "number of points 0"),  # the issue's malformed ranges, as written there
+    (["--lr", "logspace(-1, 1, 5)"], "must be positive"),
+    (["--lr", "logspace(0.1, 10, 1000000)"], "number of points"),
     (["--seed", "0", "--seed", "5"], "also tuning seed"),
     (["--tune-seeds", "0"], "tune_seeds: 0 is not allowed"),
     (["--val-split", "0"], "a study selects on validation data"),

@@ -26,7 +26,7 @@ def _numbers(key: str, values: list[str] | None, integer: bool, ranges: bool = F
             out.append(int(raw) if integer else float(raw))
         except ValueError:
             kind = "an integer" if integer else "a number"
-            also = " or a range such as 'logspace(-4, -1, 4)'" if ranges else ""
+            also = " or a range such as 'logspace(1e-4, 0.1, 4)'" if ranges else ""
             fail(f"--{key.replace('_', '-')}: {raw!r} is not {kind}{also}")
     return out
 
@@ -68,14 +68,15 @@ def run(
     file: Annotated[str | None, typer.Argument(help="A TOML experiment file (flags override its values).")] = None,
     opt: Annotated[list[str] | None, typer.Option(
         "--opt", help="Optimizer spec; repeat for a grid, or give a list or range of numbers as an argument: "
-                      "'sgd(momentum=[0.8, 0.9])', 'adamw(weight_decay=logspace(-4, -2, 3))' (default: {optimizer}).")
+                      "'sgd(momentum=[0.8, 0.9])', 'adamw(weight_decay=logspace(1e-4, 0.01, 3))' "
+                      "(default: {optimizer}).")
     ] = None,
     seeds: Annotated[int | None, typer.Option(
         "--seeds", help="Run seeds 0..N-1 (default: {seeds}). A seed sets the initial weights and the batch "
                         "order; the data is the same for every seed unless --data-seed says otherwise.")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Run this seed; repeatable.")] = None,
     lr: Annotated[list[str] | None, typer.Option(
-        "--lr", help="Learning rate; repeat for a grid, or a range: 'logspace(-4, -1, 9)', 'linspace(0.1, 1, 10)' "
+        "--lr", help="Learning rate; repeat for a grid, or a range: 'logspace(1e-4, 0.1, 9)', 'linspace(0.1, 1, 10)' "
                      "(default: the optimizer's own, 1e-3 for the built-ins).")] = None,
     epochs: Annotated[list[str] | None, typer.Option(
         "--epochs", help="Maximum epochs; repeatable (default: {epochs}).")] = None,

@@ -18,7 +18,7 @@ def tune(
         "--opt", help="Optimizer to tune; repeat for each (its own numeric arguments may be grids, e.g. "
                       "'sgd(momentum=[0.8, 0.9])'; default: mini_bgd, adamw).")] = None,
     lr: Annotated[list[str] | None, typer.Option(
-        "--lr", help="Learning-rate grid: repeat, or a range such as 'logspace(-4, 0, 9)'.")] = None,
+        "--lr", help="Learning-rate grid: repeat, or a range such as 'logspace(1e-4, 1, 9)'.")] = None,
     tune_seeds: Annotated[str | None, typer.Option(
         "--tune-seeds", metavar="T", help="Tuning seeds 0..T-1 per grid point (default: 3).")] = None,
     seeds: Annotated[str | None, typer.Option(

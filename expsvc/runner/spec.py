@@ -392,13 +392,13 @@ def no_grid(key: str, text: str, spec: ComponentSpec) -> ComponentSpec:
 
 
 def parse_range(key: str, text: str) -> list[Any]:
-    """``"logspace(-4, -1, 4)"`` (or ``linspace``) as its numbers; any other text is refused in one line."""
+    """``"logspace(1e-4, 0.1, 4)"`` (or ``linspace``) as its numbers; any other text is refused in one line."""
     try:
         spec: ComponentSpec | None = parse(text, key)
     except SpecError:
         spec = None
     if spec is None or spec.name not in RANGES or spec.kwargs or len(spec.args) != 3:
-        raise _fail(key, text, "a number or a range such as 'logspace(-4, -1, 4)' or 'linspace(0.1, 1, 10)'")
+        raise _fail(key, text, "a number or a range such as 'logspace(1e-4, 0.1, 4)' or 'linspace(0.1, 1, 10)'")
     try:
         return list(make_range(spec.name, *spec.args))
     except ValueError as err:
