@@ -40,6 +40,7 @@ TORCH_CHILD = textwrap.dedent('''
     import json, sys, time
     import numpy as np
     import torch
+    from benchmarks.widenet import torch_steps
     from expsvc.builtins.datasets import Points
 
     torch.set_num_threads(1)
@@ -54,19 +55,7 @@ TORCH_CHILD = textwrap.dedent('''
         net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3), torch.nn.Tanh(),
                                   torch.nn.Linear(3, 1)).double()
         opt = torch.optim.AdamW(net.parameters(), lr=lrs[0], weight_decay=wd, foreach=False)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        losses = [0.0] * (epochs * len(batches))
-        t = 0
-        start = time.perf_counter()
-        for _ in range(epochs):
-            for xb, yb in batches:
-                opt.zero_grad()
-                loss = loss_fn(net(xb), yb)
-                loss.backward()
-                opt.step()
-                losses[t] = loss.item()
-                t += 1
-        print(time.perf_counter() - start)
+        print(torch_steps(net, batches, epochs, torch.nn.BCEWithLogitsLoss(), opt)[0])
         sys.exit(0)
     r = len(lrs)
     shapes = [(5, 2), (5,), (3, 5), (3,), (1, 3), (1,)]
@@ -109,7 +98,7 @@ TORCH_CHILD = textwrap.dedent('''
 def _torch(mode: str, lrs: list[float]) -> float:
     """Seconds the torch child reports for ``mode`` (``sequential``: one run; ``stacked``: all ``lrs``)."""
     proc = subprocess.run([sys.executable, "-c", TORCH_CHILD, mode, str(EPOCHS), json.dumps(lrs)],
-                          capture_output=True, text=True, check=True,
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
                           env={**_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     return float(proc.stdout.strip().splitlines()[-1])
 

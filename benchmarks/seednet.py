@@ -233,19 +233,10 @@ def run_torch(optimizer: str, data: SeedData, epochs: int, params0: list[np.ndar
                                 foreach=False)
     else:
         opt = torch.optim.SGD(net.parameters(), lr=LR, foreach=False)
+    from benchmarks.widenet import torch_steps
+
     batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data.batches]
-    losses = [0.0] * (epochs * len(batches))
-    t = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for x, y in batches:
-            opt.zero_grad()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
-            losses[t] = loss.item()
-            t += 1
-    seconds = time.perf_counter() - start
+    seconds, t = torch_steps(net, batches, epochs, loss_fn, opt)
     flat = np.concatenate([p.detach().numpy().ravel() for p in net.parameters()])
     return seconds, t, flat
 

@@ -64,13 +64,15 @@ def run_torch(dtype: str, x: np.ndarray, y: np.ndarray, epochs: int) -> tuple[fl
     return torch_steps(net, [(xt[s : s + BATCH], yt[s : s + BATCH]) for s in range(0, len(x), BATCH)], epochs)
 
 
-def torch_steps(net: Any, batches: list[tuple[Any, Any]], epochs: int) -> tuple[float, int]:
-    """Seconds of ``epochs`` passes of torch eager training over ``batches`` (cross-entropy, AdamW at ``LR``
-    with ``foreach=False``, ``loss.item()`` every step, as the engine records every loss) and steps done."""
+def torch_steps(net: Any, batches: list[tuple[Any, Any]], epochs: int, loss_fn: Any = None,
+                opt: Any = None) -> tuple[float, int]:
+    """Seconds of ``epochs`` passes of torch eager training over ``batches`` and steps done: ``loss.item()``
+    every step, as the engine records every loss.  The one torch training loop of the benchmarks; by
+    default cross-entropy and AdamW at ``LR`` with ``foreach=False``."""
     import torch
 
-    loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, foreach=False)
+    loss_fn = loss_fn if loss_fn is not None else torch.nn.CrossEntropyLoss()
+    opt = opt if opt is not None else torch.optim.AdamW(net.parameters(), lr=LR, foreach=False)
     losses = [0.0] * (epochs * len(batches))
     t = 0
     start = time.perf_counter()
