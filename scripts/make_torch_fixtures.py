@@ -163,6 +163,22 @@ def torch_scheduler(spec: dict[str, Any] | None, opt: torch.optim.Optimizer) -> 
     raise ValueError(spec["name"])
 
 
+def train_epoch(net: Any, opt: Any, loss_fn: Any, x: Any, y: Any, perm: np.ndarray, batch: int,
+                checkpoints: Any, losses: list[float], params: list[np.ndarray]) -> None:
+    """One epoch of minibatches in the order ``perm`` (the last batch may be short): each step's loss is
+    appended to ``losses`` and the flat parameters to ``params`` after every step counted in ``checkpoints``."""
+    order = torch.from_numpy(perm.astype(np.int64))
+    for start in range(0, len(perm), batch):
+        idx = order[start : start + batch]
+        opt.zero_grad(set_to_none=False)
+        loss = loss_fn(net(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if len(losses) in checkpoints:
+            params.append(flat_params(net))
+
+
 def train_run(
     spec: dict[str, Any],
     dtype: torch.dtype,
@@ -178,21 +194,12 @@ def train_run(
     loss_fn = nn.BCEWithLogitsLoss()
     opt = torch_optimizer(spec, net.parameters())
     sched = torch_scheduler(spec.get("scheduler"), opt)
-    losses, params, lrs = [], [], []
-    step = 0
+    losses: list[float] = []
+    params: list[np.ndarray] = []
+    lrs = []
     for epoch in range(EPOCHS):
         lrs.append(opt.param_groups[0]["lr"])
-        order = torch.from_numpy(perms[epoch].astype(np.int64))
-        for start in range(0, N_POINTS, BATCH):
-            idx = order[start : start + BATCH]
-            opt.zero_grad(set_to_none=False)
-            loss = loss_fn(net(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            step += 1
-            if step in CHECKPOINT_STEPS:
-                params.append(flat_params(net))
+        train_epoch(net, opt, loss_fn, xt, yt, perms[epoch], BATCH, CHECKPOINT_STEPS, losses, params)
         if sched is not None:
             sched.step()
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -537,20 +544,11 @@ def cnn_run() -> dict[str, np.ndarray]:
     perms = np.stack([perm_rng.permutation(CNN_POINTS) for _ in range(CNN_EPOCHS)]).astype(np.int16)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=False)
     loss_fn = nn.CrossEntropyLoss()
-    losses, params, step = [], [], 0
+    losses: list[float] = []
+    params: list[np.ndarray] = []
     for epoch in range(CNN_EPOCHS):
-        order = torch.from_numpy(perms[epoch].astype(np.int64))
-        for start in range(0, CNN_POINTS, CNN_BATCH):
-            idx = order[start : start + CNN_BATCH]
-            opt.zero_grad(set_to_none=False)
-            loss = loss_fn(net(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            step += 1
-            if step in CNN_CHECKPOINTS:
-                params.append(flat_params(net))
-    print(f"cnn: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {step} steps")
+        train_epoch(net, opt, loss_fn, x, y, perms[epoch], CNN_BATCH, CNN_CHECKPOINTS, losses, params)
+    print(f"cnn: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {len(losses)} steps")
     return {"init": init, "perms": perms, "losses": np.asarray(losses), "params": np.asarray(params),
             "checkpoint_steps": np.asarray(CNN_CHECKPOINTS)}
 
