@@ -237,6 +237,17 @@ def fit_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[s
     return out, hidden
 
 
+def prose(text: str, width: int | None, indent: str = "", first: str = "") -> str:
+    """``text`` for a terminal ``width`` wide: wrapped at spaces (never at hyphens: flags and names stay whole),
+    the first line prefixed by ``first``, the others by ``indent``; unwrapped when ``width`` is None (piped)."""
+    import textwrap
+
+    if not width:
+        return first + text
+    return "\n".join(textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent,
+                                   break_on_hyphens=False))
+
+
 def hidden_note(hidden: Sequence[str], width: int | None, how: str = "--wide shows them") -> list[str]:
     """The line saying which columns a narrow terminal left out (wrapped to ``width``)."""
     import textwrap

@@ -131,11 +131,11 @@ def components(
 def _describe_components(system: Any, found: list[tuple[str, Any]], width: int | None) -> None:
     """``expsvc components NAME``: kind, aliases, plugin, version, arguments with defaults, documentation."""
     import inspect
-    import textwrap
+
+    from expsvc.analysis.render import prose
 
     def say(text: str, indent: str = "") -> list[str]:
-        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
-                             break_on_hyphens=False) if width else [indent + text]
+        return prose(text, width, indent + "  ", first=indent).splitlines()
 
     out: list[str] = []
     for kind, reg in found:

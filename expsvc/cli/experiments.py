@@ -100,9 +100,8 @@ def describe(
 ) -> None:
     """Show an experiment: description, tags, runs by status, notes; or set its description with --set
     (or remove it with --clear)."""
-    import textwrap
 
-    from expsvc.analysis.render import fmt_time
+    from expsvc.analysis.render import fmt_time, prose
     from expsvc.store import experiments as exps
 
     if clear and description is not None:
@@ -117,8 +116,7 @@ def describe(
     width = output_width(wide)
 
     def say(text: str, indent: str = "") -> None:
-        lines = textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) if width else [text]
-        typer.echo("\n".join(lines))
+        typer.echo(prose(text, width, indent))
 
     say(f"experiment {info.name} (id {info.id}), created {fmt_time(info.created_at)} UTC")
     say(f"description: {info.description or '(none; set one with --set)'}", "  ")

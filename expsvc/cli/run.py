@@ -255,13 +255,12 @@ def _started(runner: Any) -> Iterator[None]:
 def _report(result: Any, db: str | None, quiet: bool, wide: bool = False) -> None:
     if not quiet:
         _summary(result, wide)
-        import textwrap
+        from expsvc.analysis.render import prose
 
         hint = "expsvc compare" + (f" --db {_shown(db)}" if db else "")
         text = (f"{sum(result.statuses().values())} runs in experiment {result.experiment!r}: "
                 + ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())) + f". Next: {hint}")
-        width = output_width(wide)
-        typer.echo("\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) if width else text)
+        typer.echo(prose(text, output_width(wide)))
     if result.statuses().get("failed"):
         _failure_reasons(result)
         raise typer.Exit(1)

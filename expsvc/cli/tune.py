@@ -170,12 +170,12 @@ def _answer(spec: Any, selection: Any, result: Any, wide: bool, plot: str | None
     typer.echo(f"study {spec.name!r}: learning-rate sensitivity on validation data "
                f"({len(spec.tune_seeds)} tuning seeds)")
     typer.echo(sensitivity.table(selection, spec.select, width=width))
-    typer.echo(_wrapped(f"selection rule: {selection.rule}", width))
+    typer.echo(render.prose(f"selection rule: {selection.rule}", width, "  "))
     for c in selection.choices:
         settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.settings.items())
         typer.echo(f"chosen: {c.optimizer}: {settings} ({spec.select} {c.score:.4g})")
     for w in selection.warnings:
-        typer.echo(_wrapped(f"warning: {w}", width), err=True)
+        typer.echo(render.prose(f"warning: {w}", width, "  "), err=True)
     typer.echo(f"\nanswer: confirmation runs (seeds {spec.seeds[0]}..{spec.seeds[-1]}) on test data")
     typer.echo(render.compare_table(result, width=width))
     if plot:
@@ -183,12 +183,6 @@ def _answer(spec: Any, selection: Any, result: Any, wide: bool, plot: str | None
                                 f"({len(spec.tune_seeds)} tuning seeds, mean ± 95 % t)",
                                 lower_is_better=spec.metric.lower_is_better)
         typer.echo(f"wrote {info.path} ({info.lines} lines, {info.points} points)", err=True)
-
-
-def _wrapped(text: str, width: int | None) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width, subsequent_indent="  ", break_on_hyphens=False)) if width else text
 
 
 def register(app: typer.Typer) -> None:
