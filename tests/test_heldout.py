@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from expsvc.cli import build_app
-from expsvc.core import Trainer, TrainHooks, evaluate, evaluate_splits
+from expsvc.core import SplitEvaluator, Trainer, TrainHooks, evaluate
 from expsvc.core.data import DataSplit, hold_out
 from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
@@ -148,7 +148,7 @@ def _train(seeds: list[int], eval_every: int) -> _Recorder:
     hooks = _Recorder()
     Trainer(comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs, epochs=7, batch_size=16,
             shuffle=True, eval_every=eval_every,
-            evaluator=evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)).run(hooks)
+            evaluator=SplitEvaluator(comps.model, comps.loss, comps.data, comps.metrics)).run(hooks)
     return hooks
 
 
@@ -285,7 +285,7 @@ def test_split_evaluation_is_bit_for_bit_a_one_off_evaluation() -> None:
     size): its numbers are exactly :func:`evaluate`'s on that split, scored alone or stacked with others."""
     config = ExperimentSpec.from_dict({"optimizer": "adamw", "val_split": 0.3, "dataset": "moons"}).configs()[0]
     comps = build(_system(), dataclasses.replace(config, lr=0.01), [0, 1])
-    evaluator = evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)
+    evaluator = SplitEvaluator(comps.model, comps.loss, comps.data, comps.metrics)
     once = evaluator()
     twice = evaluator.score([evaluator.outputs(), evaluator.outputs()])
     for split, (x, y) in comps.data.splits().items():

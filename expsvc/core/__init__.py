@@ -11,7 +11,7 @@ from expsvc.core.metric import Metric
 from expsvc.core.optim import Optimizer, Scheduler
 from expsvc.core.params import ParamBuffer, Parameter
 from expsvc.core.rng import ReplicaRandom, component_roots, replica_streams
-from expsvc.core.train import SplitEvaluator, Trainer, TrainHooks, TrainResult, evaluate, evaluate_splits, predict
+from expsvc.core.train import SplitEvaluator, Trainer, TrainHooks, TrainResult, evaluate, predict
 
 __all__ = [
     "DataSplit",
@@ -34,7 +34,6 @@ __all__ = [
     "batch_indices",
     "component_roots",
     "evaluate",
-    "evaluate_splits",
     "gradcheck",
     "gradcheck_layer",
     "gradcheck_loss",

@@ -370,11 +370,6 @@ class SplitEvaluator:
         return self.score([self.exact_outputs()])
 
 
-def evaluate_splits(model: Sequential, loss: Loss, data: DataSplit, metrics: dict[str, object]) -> SplitEvaluator:
-    """The :class:`SplitEvaluator` of ``model`` on ``data``."""
-    return SplitEvaluator(model, loss, data, metrics)
-
-
 def evaluate(
     model: Sequential, loss: Loss, x: np.ndarray, y: np.ndarray, metrics: dict[str, object]
 ) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from expsvc.core import Trainer, TrainHooks, evaluate_splits
+from expsvc.core import SplitEvaluator, Trainer, TrainHooks
 from expsvc.core.train import Evaluation
 from expsvc.errors import ExpsvcError
 from expsvc.plugins import PluginSystem, get_system
@@ -212,7 +212,7 @@ def execute_group(task: GroupTask, progress: Progress | None = None, store: Any 
         live = [*comps.model.layers, comps.loss, comps.optimizer, comps.scheduler, *comps.metrics.values()]
         parts = [(obj, reg, spec) for obj, (reg, spec) in zip(live, comps.provenance[1:], strict=False)]
         cfg = task.config
-        evaluator = evaluate_splits(comps.model, comps.loss, comps.data, comps.metrics)
+        evaluator = SplitEvaluator(comps.model, comps.loss, comps.data, comps.metrics)
         trainer = Trainer(
             comps.model, comps.loss, comps.optimizer, comps.data, comps.order_rngs,
             epochs=cfg.epochs, batch_size=cfg.batch_size, tol=cfg.tol, shuffle=cfg.shuffle,
