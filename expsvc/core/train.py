@@ -10,6 +10,7 @@ cannot change their numbers) and is restored from the snapshot at the end.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -330,7 +331,7 @@ class SplitEvaluator:
     """Loss and each metric on every split of a dataset (train, validation when there is one, test) for all
     replicas at once: calling it gives ``{"train": {"loss": (R,), "accuracy": (R,)}, "val": ..., "test": ...}``.
 
-    Evaluation may run every epoch, so it is built for that; the inputs are cast (and joined) once, here.
+    Evaluation may run every epoch, so it is built for that; the inputs are cast once, here (joined on first use).
     Calling it — the end-of-training evaluation — forwards each split on its own (:meth:`exact_outputs`: the
     same calls as :func:`evaluate`, so the final values are bit for bit a one-off evaluation's).  The per-epoch
     evaluations take :meth:`outputs`, one forward pass over the joined splits (eval mode treats samples
@@ -345,9 +346,14 @@ class SplitEvaluator:
         self.model, self.loss, self.metrics = model, loss, metrics
         splits = data.splits()
         self.xs = [np.asarray(x, dtype=model.buffer.dtype) for x, _ in splits.values()]
-        self.x = np.concatenate(self.xs)
         bounds = np.cumsum([0, *(len(x) for x in self.xs)]).tolist()
         self.sets = [(split, bounds[i], bounds[i + 1], y) for i, (split, (_, y)) in enumerate(splits.items())]
+
+    @functools.cached_property
+    def x(self) -> np.ndarray:
+        """Every split's inputs joined (made on the first per-epoch evaluation: a run without ``eval_every``
+        never copies its data)."""
+        return np.concatenate(self.xs)
 
     def outputs(self) -> np.ndarray:
         """The model's outputs on every split's inputs, joined on the sample axis: ``(R, N_total, ...)``, from
